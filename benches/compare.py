@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks of probcraft against its peers, in one process.
+
+Each engine contributes a module ``benches/peers_<engine>.py`` with a function
+``cases(opts) -> list[Case]``. Cases in the same ``group`` run the same work; the row marked
+``ref=True`` is the reference the ratio column is computed against (ratio = throughput of the
+row / throughput of the reference, so > 1 means faster than the reference).
+
+Usage::
+
+    python benches/compare.py                      # every engine
+    python benches/compare.py --engine softmax     # one engine
+    python benches/compare.py --quick --json out.json
+
+A peer that is not installed is reported as skipped, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Callable, Optional
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass
+class Case:
+    group: str
+    name: str
+    fn: Optional[Callable[[], Any]]
+    nbytes: Optional[int] = None  # bytes processed per call (for MB/s or GB/s)
+    items: Optional[int] = None  # items processed per call (for items/s)
+    ref: bool = False
+    skip: Optional[str] = None  # reason the case cannot run (peer missing, ...)
+    setup: Optional[Callable[[], None]] = None
+
+
+@dataclasses.dataclass
+class Result:
+    case: Case
+    seconds: Optional[float]
+    error: Optional[str] = None
+
+    def throughput(self) -> Optional[float]:
+        if self.seconds is None or self.seconds <= 0:
+            return None
+        per = self.case.nbytes if self.case.nbytes is not None else self.case.items
+        return None if per is None else per / self.seconds
+
+
+def time_case(case: Case, min_time: float, repeats: int) -> Result:
+    if case.skip or case.fn is None:
+        return Result(case, None, case.skip or "no function")
+    try:
+        if case.setup:
+            case.setup()
+        case.fn()  # warm-up (and first-call allocations)
+        best = float("inf")
+        for _ in range(repeats):
+            n, t0 = 0, time.perf_counter()
+            while True:
+                case.fn()
+                n += 1
+                el = time.perf_counter() - t0
+                if el >= min_time:
+                    break
+            best = min(best, el / n)
+        return Result(case, best)
+    except Exception as e:  # report and go on: one broken peer must not hide the others
+        return Result(case, None, f"{type(e).__name__}: {e}")
+    finally:
+        gc.collect()
+
+
+def fmt_rate(r: Result) -> str:
+    tp = r.throughput()
+    if tp is None:
+        return "-"
+    if r.case.nbytes is not None:
+        return f"{tp / 1e9:.2f} GB/s" if tp >= 1e9 else f"{tp / 1e6:.2f} MB/s"
+    return f"{tp / 1e6:.3f} M/s" if tp >= 1e5 else f"{tp:.1f} /s"
+
+
+def print_table(results: list[Result]) -> None:
+    groups: dict[str, list[Result]] = {}
+    for r in results:
+        groups.setdefault(r.case.group, []).append(r)
+    w = max([len(r.case.name) for r in results] + [8])
+    for g, rs in groups.items():
+        print(f"\n## {g}")
+        print(f"{'case':<{w}}  {'time':>12}  {'throughput':>12}  {'ratio':>8}")
+        ref = next((r for r in rs if r.case.ref and r.throughput()), None)
+        for r in rs:
+            if r.seconds is None:
+                print(f"{r.case.name:<{w}}  {'skipped':>12}  {r.error}")
+                continue
+            ratio = "-"
+            if ref is not None and r.throughput():
+                ratio = f"{r.throughput() / ref.throughput():.2f}x"  # type: ignore[operator]
+            mark = " (ref)" if r.case.ref else ""
+            print(
+                f"{r.case.name:<{w}}  {r.seconds * 1e3:>9.3f} ms  {fmt_rate(r):>12}  {ratio:>8}{mark}"
+            )
+
+
+def load_engines(names: Optional[list[str]]) -> dict[str, Any]:
+    mods = {}
+    for path in sorted(HERE.glob("peers_*.py")):
+        eng = path.stem[len("peers_") :]
+        if names and eng not in names:
+            continue
+        spec = importlib.util.spec_from_file_location(f"peers_{eng}", path)
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        mods[eng] = mod
+    if names:
+        missing = set(names) - set(mods)
+        if missing:
+            raise SystemExit(f"no benches/peers_<engine>.py for: {', '.join(sorted(missing))}")
+    return mods
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--engine", action="append", help="engine(s) to run (default: all)")
+    ap.add_argument("--quick", action="store_true", help="small inputs, short timings")
+    ap.add_argument("--min-time", type=float, default=None, help="seconds per timing repeat")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="num_threads for batch calls")
+    ap.add_argument("--json", type=pathlib.Path, help="also write results as JSON")
+    ap.add_argument("--filter", default=None, help="only groups containing this text")
+    opts = ap.parse_args(argv)
+    if opts.min_time is None:
+        opts.min_time = 0.05 if opts.quick else 0.3
+
+    import probcraft
+
+    info = probcraft.build_info()
+    print(f"probcraft {info['version']} ({info['profile']}, simd={info['simd']}), "
+          f"python {sys.version.split()[0]}, cpus={os.cpu_count()}, threads={opts.threads}")
+    results: list[Result] = []
+    for eng, mod in load_engines(opts.engine).items():
+        for case in mod.cases(opts):
+            if opts.filter and opts.filter not in case.group:
+                continue
+            results.append(time_case(case, opts.min_time, opts.repeats))
+    print_table(results)
+    if opts.json:
+        opts.json.write_text(json.dumps([
+            {"group": r.case.group, "name": r.case.name, "seconds": r.seconds,
+             "throughput": r.throughput(), "ref": r.case.ref, "error": r.error}
+            for r in results
+        ], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test: Rust formatting, lints and unit tests (no Python),
+# then the wheel's pytest suite and the type-stub check. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$SECONDS
+step() { echo; echo "=== $* ($((SECONDS - t0)) s)"; }
+
+step "setup"
+scripts/setup.sh "${PROBCRAFT_EXTRAS:-test,torch}"
+
+step "cargo fmt --check"
+cargo fmt --check
+step "cargo clippy (core, all targets)"
+cargo clippy -q --all-targets -- -D warnings
+step "cargo clippy (with the python feature)"
+cargo clippy -q --all-targets --features python -- -D warnings
+step "cargo test (core, no Python)"
+cargo test -q
+step "cargo bench --no-run"
+cargo bench -q --no-run
+
+step "stubtest"
+.venv/bin/python -m mypy.stubtest probcraft._core --allowlist tests/stubtest_allowlist.txt
+
+step "pytest"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+
+step "all tests passed"
