@@ -110,7 +110,8 @@ fn _parallel_probe(py: Python<'_>, n_items: usize, num_threads: Option<usize>) -
                 total,
                 (n_items as u64) * (n_items as u64).saturating_sub(1) / 2
             );
-            rayon::current_num_threads()
+            // Outside a pool (the inline path) report 1; never touch rayon's global pool.
+            rayon::current_thread_index().map_or(1, |_| rayon::current_num_threads())
         })
     })
 }
