@@ -10,6 +10,7 @@
 //! - [`batch`]: single and batched encoding with per-item random streams.
 
 pub mod batch;
+pub mod formats;
 pub mod graph;
 pub(crate) mod loaders_pending;
 pub mod marginals;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod nbest;
 pub mod normalizer;
 pub mod sample;
+pub mod spm;
 pub mod swor;
 pub mod trie;
 pub mod viterbi;

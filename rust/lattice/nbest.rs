@@ -68,7 +68,9 @@ pub fn nbest(model: &Model, text: &[u8], lat: &Lattice, k: usize) -> Result<Vec<
             cands.sort_by(|a, b| b.score.total_cmp(&a.score));
         }
         if arena.len() + cands.len() >= u32::MAX as usize {
-            return Err(Error::Limit("k-best search exceeds 2**32 partial paths".into()));
+            return Err(Error::Limit(
+                "k-best search exceeds 2**32 partial paths".into(),
+            ));
         }
         span[e] = (arena.len() as u32, cands.len() as u32);
         arena.extend_from_slice(&cands);

@@ -11,7 +11,9 @@ use crate::error::{catch_panic, Error};
 
 mod lattice;
 mod pickle;
+mod spmio;
 mod streams;
+mod train;
 use crate::{parallel, rng, simd};
 
 create_exception!(
@@ -140,5 +142,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_parallel_probe, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     lattice::register(m)?;
+    spmio::register(m)?;
+    train::register(m)?;
     Ok(())
 }

@@ -24,7 +24,7 @@ pub mod suffix;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::lattice::vocab::{PieceKind, PieceSpec, VocabSpec};
+use crate::lattice::vocab::{PieceKind, PieceSpec, UnknownRule, VocabSpec};
 use corpus::{training_normalizer_spec, Corpus};
 use em::{Lattices, PieceTable};
 use seed::Units;
@@ -490,6 +490,7 @@ fn to_vocab(st: &State, cfg: &TrainConfig, bytes_of: &dyn Fn(u32) -> Vec<u8>) ->
         pad_id: None,
         normalizer: training_normalizer_spec(),
         source: "trained".into(),
+        unknown: UnknownRule::SentencePiece,
     };
     spec.validate()?;
     Ok(spec)
