@@ -210,7 +210,8 @@ pub fn seed_pieces(units: &Units, max_len: usize, seed_size: usize) -> Vec<(Vec<
     }
     drop(pos_weight);
     // (score, SA rank of the first occurrence, length). A substring determines its occurrence
-    // interval, so each candidate comes from exactly one interval and needs no de-duplication.
+    // interval, so each candidate comes from exactly one interval (or leaf) and needs no
+    // de-duplication.
     let mut cands: Vec<(f64, u32, u32)> = Vec::new();
     for_each_interval(&lcp, |iv| {
         let p = sa[iv.lb as usize] as usize;
@@ -219,11 +220,22 @@ pub fn seed_pieces(units: &Units, max_len: usize, seed_size: usize) -> Vec<(Vec<
         let vp = units.valid_prefix(p, (iv.len as usize).min(max_len));
         if vp >= 2 && vp as u32 > iv.parent_len {
             let freq = cum[iv.rb as usize + 1] - cum[iv.lb as usize];
-            if freq > 0 {
+            if freq >= 2 {
                 cands.push((freq as f64 * vp as f64, iv.lb, vp as u32));
             }
         }
     });
+    // Leaves: a substring found in one distinct word only is still repeated in the corpus when
+    // that word occurs at least twice (SentencePiece seeds from whole sentences, where it
+    // would be an internal node).
+    for (i, &p) in sa.iter().enumerate() {
+        let parent = lcp[i].max(lcp.get(i + 1).copied().unwrap_or(0));
+        let vp = units.valid_prefix(p as usize, max_len);
+        let freq = cum[i + 1] - cum[i];
+        if vp >= 2 && vp as u32 > parent && freq >= 2 {
+            cands.push((freq as f64 * vp as f64, i as u32, vp as u32));
+        }
+    }
     cands.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
     let room = seed_size.saturating_sub(out.len());
     for &(score, lb, len) in cands.iter().take(room) {
@@ -249,11 +261,7 @@ mod tests {
     }
 
     /// Brute force: every valid substring of 2..=max_len units with its weighted frequency
-    /// (counted at every occurrence). The seed must be exactly the repeated ones whose
-    /// occurrences are not all followed by the same unit inside the valid span, which is what
-    /// the suffix-tree nodes (plus truncated prefixes) yield; we check the weaker, exact
-    /// property that every seed piece's score is its true frequency × length, and that
-    /// every substring occurring in two different contexts is present.
+    /// (counted at every occurrence, times the word's count).
     fn brute(units: &Units, max_len: usize) -> BTreeMap<Vec<u32>, u64> {
         let mut m = BTreeMap::new();
         for &(s, l, n) in &units.words {
@@ -288,21 +296,23 @@ mod tests {
                 }
                 let f = truth.get(p).copied();
                 prop_assert!(f.is_some(), "seed piece {:?} is not a valid substring", p);
+                prop_assert!(f.unwrap() >= 2, "seed piece {:?} is not repeated", p);
                 prop_assert_eq!(*score, (f.unwrap() * p.len() as u64) as f64);
             }
-            // Every valid substring that is right-branching in the text (two occurrences
-            // followed by different units, or one at a valid-span end) is in the seed.
+            // Every valid substring repeated in the corpus (counting word multiplicity) and
+            // right-branching (followed by different units, or at a valid-span end) is in the
+            // seed.
             let mut follow: BTreeMap<Vec<u32>, std::collections::BTreeSet<Option<u32>>> =
                 BTreeMap::new();
-            let mut occ: BTreeMap<Vec<u32>, usize> = BTreeMap::new();
-            for &(s, l, _) in &units.words {
+            let mut occ: BTreeMap<Vec<u32>, u64> = BTreeMap::new();
+            for &(s, l, n) in &units.words {
                 for i in s..s + l {
                     let vp = units.valid_prefix(i as usize, max_len);
                     for len in 2..=vp {
                         let sub = units.a[i as usize..i as usize + len].to_vec();
                         let next = if len < vp { Some(units.a[i as usize + len]) } else { None };
                         follow.entry(sub.clone()).or_default().insert(next);
-                        *occ.entry(sub).or_insert(0) += 1;
+                        *occ.entry(sub).or_insert(0) += n;
                     }
                 }
             }
