@@ -63,9 +63,10 @@ def test_likelihood_improves_over_em_iterations() -> None:
     assert all(isinstance(h, EMIteration) for h in hist)
     final = [h.objective for h in hist if h.phase == "final"]
     assert len(final) == 4
-    # Maximum-likelihood EM on a fixed vocabulary never decreases the likelihood.
-    for a, b in zip(final, final[1:]):
-        assert b <= a + 1e-9
+    # EM on a fixed vocabulary never decreases its objective (likelihood + prior, reported
+    # from the second iteration on).
+    for a, b in zip(final[1:], final[2:]):
+        assert b <= a + 1e-12 * abs(a)
     # The first round's second EM iteration fits better than the seed model.
     em = [h for h in hist if h.phase == "em"]
     assert em[1].objective < em[0].objective
@@ -117,7 +118,9 @@ def test_user_defined_pieces_are_kept_and_matched() -> None:
     lines = [s + " <sep> " + s for s in corpus(200)]
     m = train(lines, 120, user_defined=["<sep>", "[MASK]"], progress=False)
     sp = spm_processor(m)
-    assert sp.piece_to_id("<sep>") == 3 and sp.is_user_defined(3)
+    kinds = {p.decode(): k for (p, _, k) in _core._load_vocab("sentencepiece", to_sentencepiece(m))}
+    assert kinds["<sep>"] == 4 and kinds["[MASK]"] == 4  # USER_DEFINED
+    assert sp.piece_to_id("<sep>") == 3
     assert sp.piece_to_id("[MASK]") == 4
     for text in ["fox<sep>dog", "the [MASK] sat"]:
         ours = m.encode(text).tolist()

@@ -480,3 +480,79 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod lattice_tests {
+    use super::*;
+    use crate::train::corpus::CorpusBuilder;
+    use proptest::prelude::*;
+
+    /// All segmentations of `word` (positions `0..n`) over `edges`, with their log weights.
+    fn paths(edges: &[Edge], n: usize, score: &dyn Fn(u32) -> f64) -> Vec<(Vec<u32>, f64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(0usize, Vec::new(), 0.0)];
+        while let Some((pos, ids, w)) = stack.pop() {
+            if pos == n {
+                out.push((ids, w));
+                continue;
+            }
+            for e in edges.iter().filter(|e| e.start as usize == pos) {
+                let mut ids2: Vec<u32> = ids.clone();
+                ids2.push(e.piece);
+                stack.push((e.end as usize, ids2, w + score(e.piece)));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn expected_counts_match_enumeration(
+            lines in prop::collection::vec("[ab aé]{1,7}", 1..5),
+            raw in prop::collection::vec(-3.0f64..0.0, 64),
+        ) {
+            let mut b = CorpusBuilder::new(&[], None, 0).unwrap();
+            for l in &lines {
+                b.add(l);
+            }
+            let corpus = b.finish();
+            prop_assume!(!corpus.words.is_empty());
+            let units = Units::build(&corpus, false, 1.0);
+            let seeds = crate::train::seed::seed_pieces(&units, 4, 1000);
+            let (table, _) = PieceTable::new(seeds.into_iter().map(|s| s.0).collect());
+            let scores: Vec<f64> = (0..table.len()).map(|i| raw[i % raw.len()]).collect();
+            let lat = Lattices::build(&units, &table, Some(1)).unwrap();
+            let (exp, ll) = lat.expected_counts(&scores, -20.0, Some(1)).unwrap();
+            let (vit, _) = lat.viterbi_counts(&scores, -20.0, Some(1)).unwrap();
+            let mut want = vec![0.0; table.len()];
+            let mut want_vit = vec![0.0; table.len()];
+            let mut want_ll = 0.0;
+            let score = |p: u32| if p == UNK_PIECE { -20.0 } else { scores[p as usize] };
+            for w in 0..lat.word_len.len() {
+                let edges = &lat.edges[lat.word_off[w]..lat.word_off[w + 1]];
+                let ps = paths(edges, lat.word_len[w] as usize, &score);
+                let lz = ps.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = ps.iter().map(|p| (p.1 - lz).exp()).sum();
+                let log_z = lz + z.ln();
+                let c = lat.word_count[w];
+                want_ll += c * log_z;
+                for (ids, lw) in &ps {
+                    for &id in ids {
+                        want[id as usize] += c * (lw - log_z).exp();
+                    }
+                }
+                let best = ps.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+                let bp = ps.iter().find(|p| p.1 == best).unwrap();
+                for &id in &bp.0 {
+                    want_vit[id as usize] += c;
+                }
+            }
+            prop_assert!((ll - want_ll).abs() < 1e-9 * want_ll.abs().max(1.0));
+            for i in 0..table.len() {
+                prop_assert!((exp[i] - want[i]).abs() < 1e-9 * want[i].max(1.0), "piece {}", i);
+            }
+            // Viterbi totals agree (ties may pick different paths, so compare sums only).
+            prop_assert!((vit.iter().sum::<f64>() > 0.0) == (want_vit.iter().sum::<f64>() > 0.0));
+        }
+    }
+}

@@ -11,9 +11,10 @@
 //! process) update `log p_i = ψ(c_i) − ψ(Σc)`, which discounts rarely used pieces by about
 //! `1/(2c)` nats and so pushes EM towards sparse solutions between pruning steps — that
 //! sparsity is what the pruning relies on. Pieces whose expected count falls below 0.5 are
-//! dropped. The final vocabulary's scores come from plain normalisation `c_i / Σc` (the
-//! maximum-likelihood estimate), so the saved model's scores are proper log-probabilities that
-//! maximise the corpus likelihood for the chosen pieces.
+//! dropped. The final vocabulary's scores come from plain normalisation `(c_i + a_i) / Σ(c + a)`
+//! (maximum likelihood, with half a pseudo-count on single units so that characters absorbed
+//! by longer pieces keep a usable probability), so the saved model's scores are proper
+//! log-probabilities that (nearly) maximise the corpus likelihood for the chosen pieces.
 
 pub mod corpus;
 pub mod em;
@@ -145,7 +146,9 @@ pub struct Iteration {
     pub sub_iteration: usize,
     /// Pieces in the model the E-step ran with.
     pub pieces: usize,
-    /// Corpus negative log-likelihood per word occurrence under that model (nats).
+    /// Corpus negative log-likelihood per word occurrence under that model (nats); in the
+    /// final phase after its first iteration, the negative log posterior (likelihood plus the
+    /// pseudo-count prior), which that phase never increases.
     pub objective: f64,
     /// Expected number of tokens in the corpus.
     pub tokens: f64,
@@ -329,21 +332,22 @@ pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
         st.scores[i as usize] = f64::NEG_INFINITY;
     }
     st.lat.retain(&st.alive);
+    // Fixed during the final phase so that it is plain EM (monotone in the likelihood).
+    let unk_final = st.unk_score();
     for sub in 0..cfg.final_iterations {
         let t = Instant::now();
-        let (expected, ll) = st
-            .lat
-            .expected_counts(&st.scores, st.unk_score(), threads)?;
+        let (expected, ll) = st.lat.expected_counts(&st.scores, unk_final, threads)?;
         let it = Iteration {
             phase: "final",
             round: round + 1,
             sub_iteration: sub,
             pieces: st.n_alive(),
-            objective: -ll / occurrences,
+            // The first iteration runs with the Bayesian-phase scores: no prior term yet.
+            objective: -(ll + if sub > 0 { log_prior(&st) } else { 0.0 }) / occurrences,
             tokens: expected.iter().sum(),
             seconds: 0.0,
         };
-        ml_m_step(&mut st, &expected);
+        map_m_step(&mut st, &expected);
         record(&mut history, it, t, cfg.progress);
     }
     let vocab = to_vocab(&st, cfg, &id_to_bytes_fn(&st.table, &alphabet))?;
@@ -400,26 +404,38 @@ fn bayes_m_step(st: &mut State, expected: &[f64], target: usize) {
     }
 }
 
-/// Maximum-likelihood M-step on a fixed vocabulary. Unused pieces get a score just below the
-/// smallest used one, in a fixed order, so that they stay distinguishable.
-fn ml_m_step(st: &mut State, expected: &[f64]) {
+/// Pseudo-counts of the final (MAP) M-step: half an occurrence for each required unit, so
+/// that single characters absorbed by longer pieces keep a usable probability for unseen text
+/// (and absent bytes of byte-level models get one), and a negligible one for other pieces so
+/// that every score stays finite.
+fn prior(required: bool) -> f64 {
+    if required {
+        0.5
+    } else {
+        1e-9
+    }
+}
+
+/// `Σ a_i log θ_i`: the log prior density (up to a constant) the final EM maximises with the
+/// likelihood.
+fn log_prior(st: &State) -> f64 {
+    (0..st.scores.len())
+        .filter(|&i| st.alive[i])
+        .map(|i| prior(st.required[i]) * st.scores[i])
+        .sum()
+}
+
+/// MAP M-step on a fixed vocabulary: `θ_i ∝ c_i + a_i`. With fixed pseudo-counts this is EM for
+/// the posterior, so the final phase never lowers likelihood + log prior.
+fn map_m_step(st: &mut State, expected: &[f64]) {
     let sum: f64 = (0..expected.len())
         .filter(|&i| st.alive[i])
-        .map(|i| expected[i])
+        .map(|i| expected[i] + prior(st.required[i]))
         .sum();
     let log_sum = sum.ln();
-    let mut min = f64::INFINITY;
     for i in 0..expected.len() {
-        if st.alive[i] && expected[i] > 0.0 {
-            st.scores[i] = expected[i].ln() - log_sum;
-            min = min.min(st.scores[i]);
-        }
-    }
-    let mut penalty = 0.0;
-    for i in 0..expected.len() {
-        if st.alive[i] && expected[i] <= 0.0 {
-            penalty += 1e-4;
-            st.scores[i] = min - 1.0 - penalty;
+        if st.alive[i] {
+            st.scores[i] = (expected[i] + prior(st.required[i])).ln() - log_sum;
         }
     }
 }
