@@ -30,3 +30,26 @@ def stream_u64(seed: int, stream: int, n: int) -> npt.NDArray[np.uint64]: ...
 def derive_seed(seed: int, k: int) -> int: ...
 def _parallel_probe(n_items: int, num_threads: int | None = None) -> int: ...
 def _panic_for_test() -> None: ...
+
+# Unigram training (rust/python/train.rs; public wrapper in probcraft.train).
+def _train_unigram(
+    corpus: object,
+    vocab_size: int,
+    *,
+    files: bool = False,
+    byte_level: bool = False,
+    byte_fallback: bool = False,
+    max_piece_length: int = 16,
+    character_coverage: float = 0.9995,
+    user_defined: list[str] = ...,
+    num_threads: int | None = None,
+    seed: int = 0,
+    max_sentences: int | None = None,
+    seed_size: int = 1000000,
+    shrinking_factor: float = 0.75,
+    num_sub_iterations: int = 2,
+    final_iterations: int = 2,
+    progress: bool = False,
+) -> tuple[bytes, list[tuple[str, int, int, int, float, float, float]]]: ...
+def _vocab_to_sentencepiece(data: bytes) -> bytes: ...
+def _vocab_from_sentencepiece(data: bytes) -> bytes: ...

@@ -44,6 +44,10 @@ impl PieceTable {
         self.off.len() - 1
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn piece(&self, id: u32) -> &[u32] {
         &self.units[self.off[id as usize] as usize..self.off[id as usize + 1] as usize]
     }

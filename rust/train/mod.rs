@@ -433,9 +433,9 @@ fn map_m_step(st: &mut State, expected: &[f64]) {
         .map(|i| expected[i] + prior(st.required[i]))
         .sum();
     let log_sum = sum.ln();
-    for i in 0..expected.len() {
+    for (i, &c) in expected.iter().enumerate() {
         if st.alive[i] {
-            st.scores[i] = (expected[i] + prior(st.required[i])).ln() - log_sum;
+            st.scores[i] = (c + prior(st.required[i])).ln() - log_sum;
         }
     }
 }

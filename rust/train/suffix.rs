@@ -124,7 +124,7 @@ pub fn for_each_interval(lcp: &[u32], mut f: impl FnMut(Interval)) {
     let n = lcp.len();
     let mut stack: Vec<(u32, u32)> = vec![(0, 0)];
     for i in 1..=n {
-        let cur = if i < n { lcp[i] } else { 0 };
+        let cur = lcp.get(i).copied().unwrap_or(0);
         let mut lb = (i - 1) as u32;
         while let Some(&(h, l)) = stack.last() {
             if cur >= h {
