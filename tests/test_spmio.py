@@ -142,7 +142,7 @@ def test_user_defined_byte_fallback_and_suffix_models(
         shared_dir,
         "unigram",
         vocab_size=700,
-        user_defined_symbols=["ＡＢ", "<sep>"],
+        user_defined_symbols=["ＡＢ", "<sep>", "x①"],
         byte_fallback=True,
         treat_whitespace_as_suffix=True,
         pad_id=3,
@@ -155,9 +155,11 @@ def test_user_defined_byte_fallback_and_suffix_models(
     assert info["byte_fallback"] and info["treat_whitespace_as_suffix"]
     assert info["pad_id"] == sp.pad_id() == 3
     kinds = [k for _, _, k in _core._load_vocab("sentencepiece", mb)]
-    assert kinds.count(6) == 256 and kinds.count(4) == 2
-    texts = ["ＡＢ and ＡＢＣ  <sep> Ｘ", "  tail  ", "☃ snow ＡＢ", "a\tb"]
+    assert kinds.count(6) == 256 and kinds.count(4) == 3
+    texts = ["ＡＢ and ＡＢＣ  <sep> Ｘ", "  tail  ", "☃ snow ＡＢ", "a\tb", "x① y① xx①x"]
     texts += _lines(shared_dir, "botchan.txt")[2000:2300]
+    # The protected piece survives NFKC while the same character elsewhere is normalised.
+    assert sp.normalize("x① y①") == "▁x①▁y1"
     for t in texts:
         assert _core._spm_normalize(mb, t) == sp.normalize(t), t
     rt = spm.SentencePieceProcessor(model_proto=_core._spm_roundtrip(mb))
