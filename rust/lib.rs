@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod fourier;
 pub mod parallel;
 pub mod rng;
 pub mod simd;
