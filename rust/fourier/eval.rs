@@ -44,21 +44,21 @@ fn fma<const F: bool>(a: f64, b: f64, c: f64) -> f64 {
 }
 
 // Taylor coefficients of sin t / t and cos t in t², enough for |t| ≤ π/4 to < 1e-16.
-const S1: f64 = -1.0 / 6.0;
-const S2: f64 = 1.0 / 120.0;
-const S3: f64 = -1.0 / 5040.0;
-const S4: f64 = 1.0 / 362_880.0;
-const S5: f64 = -1.0 / 39_916_800.0;
-const S6: f64 = 1.0 / 6_227_020_800.0;
-const S7: f64 = -1.0 / 1_307_674_368_000.0;
-const C1: f64 = -0.5;
-const C2: f64 = 1.0 / 24.0;
-const C3: f64 = -1.0 / 720.0;
-const C4: f64 = 1.0 / 40_320.0;
-const C5: f64 = -1.0 / 3_628_800.0;
-const C6: f64 = 1.0 / 479_001_600.0;
-const C7: f64 = -1.0 / 87_178_291_200.0;
-const C8: f64 = 1.0 / 20_922_789_888_000.0;
+pub(crate) const S1: f64 = -1.0 / 6.0;
+pub(crate) const S2: f64 = 1.0 / 120.0;
+pub(crate) const S3: f64 = -1.0 / 5040.0;
+pub(crate) const S4: f64 = 1.0 / 362_880.0;
+pub(crate) const S5: f64 = -1.0 / 39_916_800.0;
+pub(crate) const S6: f64 = 1.0 / 6_227_020_800.0;
+pub(crate) const S7: f64 = -1.0 / 1_307_674_368_000.0;
+pub(crate) const C1: f64 = -0.5;
+pub(crate) const C2: f64 = 1.0 / 24.0;
+pub(crate) const C3: f64 = -1.0 / 720.0;
+pub(crate) const C4: f64 = 1.0 / 40_320.0;
+pub(crate) const C5: f64 = -1.0 / 3_628_800.0;
+pub(crate) const C6: f64 = 1.0 / 479_001_600.0;
+pub(crate) const C7: f64 = -1.0 / 87_178_291_200.0;
+pub(crate) const C8: f64 = 1.0 / 20_922_789_888_000.0;
 
 /// `(sin πx, cos πx)`, branch-free so that lane loops vectorise. Accurate to a few ulp for
 /// |x| < 2^50 (the reduction `x - k/2` is exact).
@@ -130,9 +130,16 @@ fn horner_lanes<const F: bool>(
     (gr, gi)
 }
 
-/// Density-space kernel on `x ∈ [-1, 1]` for one block. `MODE` picks pdf / logpdf / cdf.
+/// `z = e^{iπx}` for a block: `(Re z, Im z)`.
 #[inline(always)]
-fn block_x<const F: bool, const MODE: u8>(ch: &Channel, x: &[f64; W], out: &mut [f64; W]) {
+pub(crate) fn cis_block<const F: bool>(x: &[f64; W]) -> ([f64; W], [f64; W]) {
+    #[cfg(target_arch = "x86_64")]
+    if F {
+        // SAFETY: F = true is instantiated only inside `avx2,fma` functions, which are
+        // called only after `simd::level()` detected those features.
+        let (s, c) = unsafe { super::avx2::sincospi(x) };
+        return (c, s);
+    }
     let mut zr = [0.0; W];
     let mut zi = [0.0; W];
     for l in 0..W {
@@ -140,6 +147,28 @@ fn block_x<const F: bool, const MODE: u8>(ch: &Channel, x: &[f64; W], out: &mut 
         zr[l] = c;
         zi[l] = s;
     }
+    (zr, zi)
+}
+
+/// Horner for a block, explicit AVX2 when `F`.
+#[inline(always)]
+pub(crate) fn horner_block<const F: bool>(
+    coef: &[C64],
+    zr: &[f64; W],
+    zi: &[f64; W],
+) -> ([f64; W], [f64; W]) {
+    #[cfg(target_arch = "x86_64")]
+    if F {
+        // SAFETY: as in `cis_block`.
+        return unsafe { super::avx2::horner(coef, zr, zi) };
+    }
+    horner_lanes::<F>(coef, zr, zi)
+}
+
+/// Density-space kernel on `x ∈ [-1, 1]` for one block. `MODE` picks pdf / logpdf / cdf.
+#[inline(always)]
+fn block_x<const F: bool, const MODE: u8>(ch: &Channel, x: &[f64; W], out: &mut [f64; W]) {
+    let (zr, zi) = cis_block::<F>(x);
     if MODE == CDF {
         if ch.b.is_empty() {
             for l in 0..W {
@@ -147,7 +176,7 @@ fn block_x<const F: bool, const MODE: u8>(ch: &Channel, x: &[f64; W], out: &mut 
             }
             return;
         }
-        let (hr, hi) = horner_lanes::<F>(&ch.b, &zr, &zi);
+        let (hr, hi) = horner_block::<F>(&ch.b, &zr, &zi);
         for l in 0..W {
             // Re(z·H(z)) + (x+1)/2 - Re S(-1)
             let re = hr[l] * zr[l] - hi[l] * zi[l];
@@ -163,7 +192,7 @@ fn block_x<const F: bool, const MODE: u8>(ch: &Channel, x: &[f64; W], out: &mut 
             out[l] = v.clamp(0.0, 1.0);
         }
     } else {
-        let (gr, gi) = horner_lanes::<F>(&ch.a, &zr, &zi);
+        let (gr, gi) = horner_block::<F>(&ch.a, &zr, &zi);
         for l in 0..W {
             let p = gr[l] * gr[l] + gi[l] * gi[l];
             let outside = x[l] < -1.0 || x[l] > 1.0;

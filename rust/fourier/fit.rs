@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use super::eval::{sincospi, CHUNK, W};
+use super::eval::{cis_block, horner_block, CHUNK, W};
 use super::model::{autocorrelation, log_sech2, sech2, Domain, C64};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
@@ -115,7 +115,6 @@ struct Setup<'a> {
 
 #[inline(always)]
 fn chunk_impl<const F: bool>(st: &Setup<'_>, y: &[f64], w: Option<&[f64]>, part: &mut Partial) {
-    let n1 = st.a.len();
     let inv_s = 1.0 / st.scale;
     let real = st.domain == Domain::Real;
     let mut i = 0;
@@ -137,36 +136,14 @@ fn chunk_impl<const F: bool>(st: &Setup<'_>, y: &[f64], w: Option<&[f64]>, part:
                 x[l] = yl[l];
             }
         }
-        let mut zr = [0.0; W];
-        let mut zi = [0.0; W];
-        for l in 0..W {
-            let (s, c) = sincospi::<F>(x[l]);
-            zr[l] = c;
-            zi[l] = s;
-        }
-        let mut gr = [st.a[n1 - 1].re; W];
-        let mut gi = [st.a[n1 - 1].im; W];
-        let mut hr = [st.ka[n1 - 1].re; W];
-        let mut hi = [st.ka[n1 - 1].im; W];
+        let (zr, zi) = cis_block::<F>(&x);
+        let (gr, gi) = horner_block::<F>(st.a, &zr, &zi);
         let need_h = real && st.grad;
-        for k in (0..n1 - 1).rev() {
-            let ak = st.a[k];
-            for l in 0..W {
-                let r = fma::<F>(gr[l], zr[l], fma::<F>(-gi[l], zi[l], ak.re));
-                let m = fma::<F>(gr[l], zi[l], fma::<F>(gi[l], zr[l], ak.im));
-                gr[l] = r;
-                gi[l] = m;
-            }
-            if need_h {
-                let bk = st.ka[k];
-                for l in 0..W {
-                    let r = fma::<F>(hr[l], zr[l], fma::<F>(-hi[l], zi[l], bk.re));
-                    let m = fma::<F>(hr[l], zi[l], fma::<F>(hi[l], zr[l], bk.im));
-                    hr[l] = r;
-                    hi[l] = m;
-                }
-            }
-        }
+        let (hr, hi) = if need_h {
+            horner_block::<F>(st.ka, &zr, &zi)
+        } else {
+            ([0.0; W], [0.0; W])
+        };
         let mut f = [0.0; W];
         for l in 0..W {
             f[l] = gr[l] * gr[l] + gi[l] * gi[l];
@@ -188,20 +165,7 @@ fn chunk_impl<const F: bool>(st: &Setup<'_>, y: &[f64], w: Option<&[f64]>, part:
                 ur[l] = c * gr[l];
                 ui[l] = c * gi[l];
             }
-            let mut pr = [1.0; W];
-            let mut pi = [0.0; W];
-            for k in 0..n1 {
-                let (ar, ai) = (&mut part.acc_re[k], &mut part.acc_im[k]);
-                for l in 0..W {
-                    ar[l] = fma::<F>(ur[l], pr[l], fma::<F>(-ui[l], pi[l], ar[l]));
-                    ai[l] = fma::<F>(ur[l], pi[l], fma::<F>(ui[l], pr[l], ai[l]));
-                    // p ← p·conj(z)
-                    let nr = fma::<F>(pr[l], zr[l], pi[l] * zi[l]);
-                    let ni = fma::<F>(pi[l], zr[l], -(pr[l] * zi[l]));
-                    pr[l] = nr;
-                    pi[l] = ni;
-                }
-            }
+            accumulate::<F>(&mut part.acc_re, &mut part.acc_im, &ur, &ui, &zr, &zi);
             if real {
                 for l in 0..W {
                     if wl[l] == 0.0 {
@@ -215,6 +179,37 @@ fn chunk_impl<const F: bool>(st: &Setup<'_>, y: &[f64], w: Option<&[f64]>, part:
             }
         }
         i += take;
+    }
+}
+
+/// `acc_k += u·conj(z)^k` over a block.
+#[inline(always)]
+fn accumulate<const F: bool>(
+    acc_re: &mut [[f64; W]],
+    acc_im: &mut [[f64; W]],
+    ur: &[f64; W],
+    ui: &[f64; W],
+    zr: &[f64; W],
+    zi: &[f64; W],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if F {
+        // SAFETY: F = true is instantiated only inside `avx2,fma` functions, called only
+        // after `simd::level()` detected those features.
+        unsafe { super::avx2::accumulate_powers(acc_re, acc_im, ur, ui, zr, zi) };
+        return;
+    }
+    let mut pr = [1.0; W];
+    let mut pi = [0.0; W];
+    for (ar, ai) in acc_re.iter_mut().zip(acc_im.iter_mut()) {
+        for l in 0..W {
+            ar[l] = fma::<F>(ur[l], pr[l], fma::<F>(-ui[l], pi[l], ar[l]));
+            ai[l] = fma::<F>(ur[l], pi[l], fma::<F>(ui[l], pr[l], ai[l]));
+            let nr = fma::<F>(pr[l], zr[l], pi[l] * zi[l]);
+            let ni = fma::<F>(pi[l], zr[l], -(pr[l] * zi[l]));
+            pr[l] = nr;
+            pi[l] = ni;
+        }
     }
 }
 
@@ -857,6 +852,64 @@ pub fn fit(
                 .collect::<Result<Vec<_>>>()
         }
     })?
+}
+
+/// Mean NLL (and gradient) of every channel of `model` at its points (`rows` is 1 or C,
+/// each row holds `m` points; `w` is laid out the same).
+#[allow(clippy::too_many_arguments)]
+pub fn nll_grad_model(
+    model: &super::model::Model,
+    y: &[f64],
+    w: Option<&[f64]>,
+    rows: usize,
+    m: usize,
+    penalty: Option<Penalty>,
+    grad: bool,
+    num_threads: Option<usize>,
+) -> Result<Vec<NllGrad>> {
+    let c = model.n_channels();
+    super::eval::check_rows(c, y.len(), rows, m)?;
+    if let Some(w) = w {
+        if w.len() != y.len() {
+            return Err(Error::invalid(format!(
+                "weights have {} entries for {} points",
+                w.len(),
+                y.len()
+            )));
+        }
+    }
+    let row = |ci: usize| {
+        let r = if rows == 1 { 0 } else { ci };
+        (&y[r * m..(r + 1) * m], w.map(|w| &w[r * m..(r + 1) * m]))
+    };
+    for ci in 0..rows {
+        let (yr, wr) = row(ci);
+        check_data(model.domain, yr, wr, &format!("row {ci}"))?;
+    }
+    let tasks = c * m.div_ceil(CHUNK);
+    let threads = parallel::effective_threads(num_threads, tasks)?;
+    parallel::run(num_threads, tasks, || {
+        let one = |ci: usize, par: bool| {
+            let ch = &model.channels[ci];
+            let (yr, wr) = row(ci);
+            nll_grad_channel(
+                model.domain,
+                &ch.coeffs,
+                ch.scale,
+                ch.offset,
+                yr,
+                wr,
+                penalty,
+                grad,
+                par,
+            )
+        };
+        if c >= threads {
+            (0..c).into_par_iter().map(|ci| one(ci, false)).collect()
+        } else {
+            (0..c).map(|ci| one(ci, threads > 1)).collect()
+        }
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! - [`sample`]: inverse CDF (table start + safeguarded Newton) and `rvs`;
 //! - [`fit`]: NLL with analytic gradients, penalties, L-BFGS and Adam.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 pub mod bins;
 pub mod eval;
 pub mod fit;

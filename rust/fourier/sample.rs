@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use super::eval::{check_rows, sincospi, CHUNK, W};
+use super::eval::{check_rows, cis_block, CHUNK, W};
 use super::model::{Channel, Domain, Model, C64};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
@@ -27,7 +27,12 @@ const TOL: f64 = 1e-10;
 /// `P` on a uniform grid of `[-1, 1]`, monotone by construction.
 pub struct InverseTable {
     p: Vec<f64>,
+    /// Density at the grid points, for the cubic Hermite start.
+    d: Vec<f64>,
     step: f64,
+    /// `guide[i]` = the cell holding quantile `i / len(guide)`: an O(1) start for the scan
+    /// (a binary search over the table cost more than the Newton steps it feeds).
+    guide: Vec<u32>,
 }
 
 impl InverseTable {
@@ -35,6 +40,9 @@ impl InverseTable {
         let g = (16 * (ch.degree() + 1)).clamp(256, 16384);
         let step = 2.0 / g as f64;
         let mut p = Vec::with_capacity(g + 1);
+        let d: Vec<f64> = (0..=g)
+            .map(|j| ch.density_x(-1.0 + j as f64 * step))
+            .collect();
         let mut run = 0.0f64;
         for j in 0..=g {
             let v = if j == 0 {
@@ -48,14 +56,27 @@ impl InverseTable {
             run = run.max(v);
             p.push(run);
         }
-        InverseTable { p, step }
+        let mut guide = Vec::with_capacity(g);
+        let mut j = 0usize;
+        for i in 0..g {
+            let q = i as f64 / g as f64;
+            while j + 1 < g && p[j + 1] <= q {
+                j += 1;
+            }
+            guide.push(j as u32);
+        }
+        InverseTable { p, d, step, guide }
     }
 
     /// Bracket and start for `q ∈ (0, 1)`: `(lo, hi, f_lo, f_hi, x0)` with `f = P − q`.
     #[inline]
     fn start(&self, q: f64) -> (f64, f64, f64, f64, f64) {
         let g = self.p.len() - 1;
-        let j = (self.p.partition_point(|&v| v <= q)).clamp(1, g) - 1;
+        let gi = ((q * self.guide.len() as f64) as usize).min(self.guide.len() - 1);
+        let mut j = self.guide[gi] as usize;
+        while j + 1 < g && self.p[j + 1] <= q {
+            j += 1;
+        }
         let (pl, ph) = (self.p[j], self.p[j + 1]);
         let lo = -1.0 + j as f64 * self.step;
         let hi = if j + 1 == g {
@@ -63,8 +84,25 @@ impl InverseTable {
         } else {
             -1.0 + (j + 1) as f64 * self.step
         };
-        let t = if ph > pl { (q - pl) / (ph - pl) } else { 0.5 };
-        (lo, hi, pl - q, ph - q, lo + t * (hi - lo))
+        let dp = ph - pl;
+        let t = if dp > 0.0 { (q - pl) / dp } else { 0.5 };
+        let h = hi - lo;
+        // Cubic Hermite of x(P) with slopes dx/dP = 1/p at the nodes: start error ~h⁴, so
+        // one Newton step usually finishes. Where p varies a lot across the cell (near a
+        // zero of p) the cubic may not be monotone: use the linear start there.
+        let (m0, m1) = (dp / (self.d[j] * h), dp / (self.d[j + 1] * h));
+        let x0 = if (0.25..=4.0).contains(&m0) && (0.25..=4.0).contains(&m1) {
+            let t2 = t * t;
+            let t3 = t2 * t;
+            let h10 = t3 - 2.0 * t2 + t;
+            let h01 = -2.0 * t3 + 3.0 * t2;
+            let h11 = t3 - t2;
+            let v = lo + h * (h01 + h10 * m0 + h11 * m1);
+            v.clamp(lo, hi)
+        } else {
+            lo + t * h
+        };
+        (lo, hi, pl - q, ph - q, x0)
     }
 
     /// Scalar `ppf` in `x`-space (reference path and table building).
@@ -173,48 +211,15 @@ impl Lane {
     }
 }
 
-/// `(p, P)` for `W` points sharing the vectorised Horner kernel.
+/// `(p, P)` for `W` points sharing one `sincos` and two interleaved Horner chains.
 #[inline(always)]
 fn pdf_cdf_lanes<const F: bool>(ch: &Channel, x: &[f64; W]) -> ([f64; W], [f64; W]) {
-    let mut zr = [0.0; W];
-    let mut zi = [0.0; W];
-    for l in 0..W {
-        let (s, c) = sincospi::<F>(x[l]);
-        zr[l] = c;
-        zi[l] = s;
-    }
-    let mut p = [0.0; W];
-    let mut cdf = [0.0; W];
-    // Two independent Horner chains interleaved in one loop: twice the ILP of either.
+    let (zr, zi) = cis_block::<F>(x);
     let (a, b) = (&ch.a, &ch.b);
     let n = a.len() - 1;
-    let mut gr = [a[n].re; W];
-    let mut gi = [a[n].im; W];
-    let mut hr = [0.0; W];
-    let mut hi = [0.0; W];
-    if n >= 1 {
-        hr = [b[n - 1].re; W];
-        hi = [b[n - 1].im; W];
-    }
-    for k in (0..n).rev() {
-        let ak = a[k];
-        // b holds n coefficients (powers 1..=n, index 0..n); H(z) = Σ b_{j} z^{j}, j=0..n-1.
-        let bk = if k >= 1 { b[k - 1] } else { C64::default() };
-        for l in 0..W {
-            let r = mul_add::<F>(gr[l], zr[l], mul_add::<F>(-gi[l], zi[l], ak.re));
-            let i = mul_add::<F>(gr[l], zi[l], mul_add::<F>(gi[l], zr[l], ak.im));
-            gr[l] = r;
-            gi[l] = i;
-        }
-        if k >= 1 {
-            for l in 0..W {
-                let r = mul_add::<F>(hr[l], zr[l], mul_add::<F>(-hi[l], zi[l], bk.re));
-                let i = mul_add::<F>(hr[l], zi[l], mul_add::<F>(hi[l], zr[l], bk.im));
-                hr[l] = r;
-                hi[l] = i;
-            }
-        }
-    }
+    let (gr, gi, hr, hi) = horner2_block::<F>(a, b, &zr, &zi);
+    let mut p = [0.0; W];
+    let mut cdf = [0.0; W];
     for l in 0..W {
         p[l] = gr[l] * gr[l] + gi[l] * gi[l];
         let re = if n >= 1 {
@@ -225,6 +230,48 @@ fn pdf_cdf_lanes<const F: bool>(ch: &Channel, x: &[f64; W]) -> ([f64; W], [f64; 
         cdf[l] = 0.5 * (x[l] + 1.0) + re - ch.b_at_minus1;
     }
     (p, cdf)
+}
+
+/// `Σ a_k z^k` and `Σ_j b_j z^j` (`b` one shorter) in one pass.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn horner2_block<const F: bool>(
+    a: &[C64],
+    b: &[C64],
+    zr: &[f64; W],
+    zi: &[f64; W],
+) -> ([f64; W], [f64; W], [f64; W], [f64; W]) {
+    #[cfg(target_arch = "x86_64")]
+    if F {
+        // SAFETY: F = true is instantiated only inside `avx2,fma` functions, called only
+        // after `simd::level()` detected those features.
+        return unsafe { super::avx2::horner2(a, b, zr, zi) };
+    }
+    let n = a.len() - 1;
+    let mut gr = [a[n].re; W];
+    let mut gi = [a[n].im; W];
+    let hb = if n >= 1 { b[n - 1] } else { C64::default() };
+    let mut hr = [hb.re; W];
+    let mut hi = [hb.im; W];
+    for k in (0..n).rev() {
+        let ak = a[k];
+        for l in 0..W {
+            let r = mul_add::<F>(gr[l], zr[l], mul_add::<F>(-gi[l], zi[l], ak.re));
+            let i = mul_add::<F>(gr[l], zi[l], mul_add::<F>(gi[l], zr[l], ak.im));
+            gr[l] = r;
+            gi[l] = i;
+        }
+        if k >= 1 {
+            let bk = b[k - 1];
+            for l in 0..W {
+                let r = mul_add::<F>(hr[l], zr[l], mul_add::<F>(-hi[l], zi[l], bk.re));
+                let i = mul_add::<F>(hr[l], zi[l], mul_add::<F>(hi[l], zr[l], bk.im));
+                hr[l] = r;
+                hi[l] = i;
+            }
+        }
+    }
+    (gr, gi, hr, hi)
 }
 
 #[inline(always)]
@@ -281,14 +328,16 @@ fn ppf_run<const F: bool>(
     let mut i = 0;
     while i < n {
         let take = (n - i).min(W);
+        let mut raw = [0.5; W];
         let mut qb = [0.5; W];
         for l in 0..take {
             let v = q(i + l);
+            raw[l] = v;
             qb[l] = if v > 0.0 && v < 1.0 { v } else { 0.5 };
         }
         let xb = solve_lanes::<F>(ch, table, &qb);
         for l in 0..take {
-            let v = q(i + l);
+            let v = raw[l];
             let x = if v.is_nan() {
                 f64::NAN
             } else if v <= 0.0 {
