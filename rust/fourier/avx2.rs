@@ -1,4 +1,4 @@
-//! Hand-written AVX2+FMA kernels for blocks of 8 points (two 4-wide vectors).
+//! Hand-written AVX2+FMA kernels for blocks of `W` points (`W/4` 4-wide vectors).
 //!
 //! LLVM vectorises the generic lane loops in small functions, but once they are inlined into
 //! the Newton solver or the gradient loop it falls back to scalar code with spills (measured:
@@ -13,23 +13,28 @@ use std::f64::consts::PI;
 use super::eval::W;
 use super::model::C64;
 
-const _: () = assert!(W == 8);
+/// 4-wide vectors per block.
+const NV: usize = W / 4;
+const _: () = assert!(W % 4 == 0);
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn load(v: &[f64; W]) -> (__m256d, __m256d) {
-    // SAFETY: `v` holds 8 f64; unaligned loads of 4 at offsets 0 and 4 stay in bounds.
-    unsafe { (_mm256_loadu_pd(v.as_ptr()), _mm256_loadu_pd(v.as_ptr().add(4))) }
+unsafe fn load(v: &[f64; W]) -> [__m256d; NV] {
+    let mut out = [_mm256_setzero_pd(); NV];
+    for (j, o) in out.iter_mut().enumerate() {
+        // SAFETY: `v` holds W = 4·NV f64, so offset 4j + 3 is in bounds.
+        *o = unsafe { _mm256_loadu_pd(v.as_ptr().add(4 * j)) };
+    }
+    out
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn store(a: __m256d, b: __m256d) -> [f64; W] {
+unsafe fn store(v: [__m256d; NV]) -> [f64; W] {
     let mut out = [0.0; W];
-    // SAFETY: `out` holds 8 f64.
-    unsafe {
-        _mm256_storeu_pd(out.as_mut_ptr(), a);
-        _mm256_storeu_pd(out.as_mut_ptr().add(4), b);
+    for (j, x) in v.iter().enumerate() {
+        // SAFETY: `out` holds W = 4·NV f64.
+        unsafe { _mm256_storeu_pd(out.as_mut_ptr().add(4 * j), *x) };
     }
     out
 }
@@ -79,30 +84,33 @@ unsafe fn sincospi4(x: __m256d) -> (__m256d, __m256d) {
     (sin, cos)
 }
 
-/// `(sin πx, cos πx)` for 8 points; same polynomial as [`super::eval::sincospi`].
+/// `(sin πx, cos πx)` for a block; same polynomial as [`super::eval::sincospi`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn sincospi(x: &[f64; W]) -> ([f64; W], [f64; W]) {
     // SAFETY: caller guarantees avx2+fma (this fn's contract).
     unsafe {
-        let (x0, x1) = load(x);
-        let (s0, c0) = sincospi4(x0);
-        let (s1, c1) = sincospi4(x1);
-        (store(s0, s1), store(c0, c1))
+        let xv = load(x);
+        let mut s = [_mm256_setzero_pd(); NV];
+        let mut c = [_mm256_setzero_pd(); NV];
+        for j in 0..NV {
+            (s[j], c[j]) = sincospi4(xv[j]);
+        }
+        (store(s), store(c))
     }
 }
 
 /// One complex Horner step on two vectors: `g ← g·z + a`.
 #[inline(always)]
 unsafe fn step(
-    gr: &mut [__m256d; 2],
-    gi: &mut [__m256d; 2],
-    zr: &[__m256d; 2],
-    zi: &[__m256d; 2],
+    gr: &mut [__m256d; NV],
+    gi: &mut [__m256d; NV],
+    zr: &[__m256d; NV],
+    zi: &[__m256d; NV],
     ar: __m256d,
     ai: __m256d,
 ) {
-    for j in 0..2 {
+    for j in 0..NV {
         // SAFETY: only reached from avx2+fma functions below.
         unsafe {
             let r = _mm256_fmadd_pd(gr[j], zr[j], _mm256_fnmadd_pd(gi[j], zi[j], ar));
@@ -119,12 +127,10 @@ unsafe fn step(
 pub unsafe fn horner(coef: &[C64], zr: &[f64; W], zi: &[f64; W]) -> ([f64; W], [f64; W]) {
     // SAFETY: caller guarantees avx2+fma.
     unsafe {
-        let (a0, a1) = load(zr);
-        let (b0, b1) = load(zi);
-        let (zr, zi) = ([a0, a1], [b0, b1]);
+        let (zr, zi) = (load(zr), load(zi));
         let last = coef[coef.len() - 1];
-        let mut gr = [_mm256_set1_pd(last.re); 2];
-        let mut gi = [_mm256_set1_pd(last.im); 2];
+        let mut gr = [_mm256_set1_pd(last.re); NV];
+        let mut gi = [_mm256_set1_pd(last.im); NV];
         for ak in coef[..coef.len() - 1].iter().rev() {
             step(
                 &mut gr,
@@ -135,7 +141,7 @@ pub unsafe fn horner(coef: &[C64], zr: &[f64; W], zi: &[f64; W]) -> ([f64; W], [
                 _mm256_set1_pd(ak.im),
             );
         }
-        (store(gr[0], gr[1]), store(gi[0], gi[1]))
+        (store(gr), store(gi))
     }
 }
 
@@ -152,15 +158,13 @@ pub unsafe fn horner2(
 ) -> ([f64; W], [f64; W], [f64; W], [f64; W]) {
     // SAFETY: caller guarantees avx2+fma.
     unsafe {
-        let (a0, a1) = load(zr);
-        let (b0, b1) = load(zi);
-        let (zr, zi) = ([a0, a1], [b0, b1]);
+        let (zr, zi) = (load(zr), load(zi));
         let n = a.len() - 1;
-        let mut gr = [_mm256_set1_pd(a[n].re); 2];
-        let mut gi = [_mm256_set1_pd(a[n].im); 2];
+        let mut gr = [_mm256_set1_pd(a[n].re); NV];
+        let mut gi = [_mm256_set1_pd(a[n].im); NV];
         let hb = if n >= 1 { b[n - 1] } else { C64::default() };
-        let mut hr = [_mm256_set1_pd(hb.re); 2];
-        let mut hi = [_mm256_set1_pd(hb.im); 2];
+        let mut hr = [_mm256_set1_pd(hb.re); NV];
+        let mut hi = [_mm256_set1_pd(hb.im); NV];
         for k in (0..n).rev() {
             step(
                 &mut gr,
@@ -181,12 +185,7 @@ pub unsafe fn horner2(
                 );
             }
         }
-        (
-            store(gr[0], gr[1]),
-            store(gi[0], gi[1]),
-            store(hr[0], hr[1]),
-            store(hi[0], hi[1]),
-        )
+        (store(gr), store(gi), store(hr), store(hi))
     }
 }
 
@@ -204,19 +203,13 @@ pub unsafe fn accumulate_powers(
 ) {
     // SAFETY: caller guarantees avx2+fma; every row of acc_* holds 8 f64.
     unsafe {
-        let (ur0, ur1) = load(ur);
-        let (ui0, ui1) = load(ui);
-        let (zr0, zr1) = load(zr);
-        let (zi0, zi1) = load(zi);
-        let (u_r, u_i, z_r, z_i) = ([ur0, ur1], [ui0, ui1], [zr0, zr1], [zi0, zi1]);
-        let mut pr = [_mm256_set1_pd(1.0); 2];
-        let mut pi = [_mm256_setzero_pd(); 2];
+        let (u_r, u_i, z_r, z_i) = (load(ur), load(ui), load(zr), load(zi));
+        let mut pr = [_mm256_set1_pd(1.0); NV];
+        let mut pi = [_mm256_setzero_pd(); NV];
         for (ar, ai) in acc_re.iter_mut().zip(acc_im.iter_mut()) {
-            let (r0, r1) = load(ar);
-            let (i0, i1) = load(ai);
-            let mut r = [r0, r1];
-            let mut i = [i0, i1];
-            for j in 0..2 {
+            let mut r = load(ar);
+            let mut i = load(ai);
+            for j in 0..NV {
                 r[j] = _mm256_fmadd_pd(u_r[j], pr[j], _mm256_fnmadd_pd(u_i[j], pi[j], r[j]));
                 i[j] = _mm256_fmadd_pd(u_r[j], pi[j], _mm256_fmadd_pd(u_i[j], pr[j], i[j]));
                 // p ← p·conj(z)
@@ -225,8 +218,8 @@ pub unsafe fn accumulate_powers(
                 pr[j] = nr;
                 pi[j] = ni;
             }
-            *ar = store(r[0], r[1]);
-            *ai = store(i[0], i[1]);
+            *ar = store(r);
+            *ai = store(i);
         }
     }
 }

@@ -19,7 +19,7 @@ use super::model::{log_sech2, sech2, Channel, Domain, Model, C64};
 use crate::error::{Error, Result};
 use crate::{parallel, simd};
 
-pub(crate) const W: usize = 8;
+pub(crate) const W: usize = 16;
 /// Points per parallel task; smaller batches stay on the calling thread.
 pub(crate) const CHUNK: usize = 8192;
 
