@@ -1,6 +1,6 @@
 # Type stub for the compiled extension. `python -m mypy.stubtest probcraft._core` checks that
 # it matches the binary (run by scripts/test.sh).
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,7 @@ def derive_seed(seed: int, k: int) -> int: ...
 def _parallel_probe(n_items: int, num_threads: int | None = None) -> int: ...
 def _panic_for_test() -> None: ...
 
+@final
 class FourierModel:
     def __new__(
         cls,

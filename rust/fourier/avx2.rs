@@ -44,9 +44,8 @@ unsafe fn store(v: [__m256d; NV]) -> [f64; W] {
 unsafe fn sincospi4(x: __m256d) -> (__m256d, __m256d) {
     use super::eval::{C1, C2, C3, C4, C5, C6, C7, C8, S1, S2, S3, S4, S5, S6, S7};
     let half = _mm256_set1_pd(0.5);
-    let k = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm256_add_pd(x, x),
-    );
+    let k =
+        _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_add_pd(x, x));
     let r = _mm256_fnmadd_pd(half, k, x);
     let t = _mm256_mul_pd(_mm256_set1_pd(PI), r);
     let t2 = _mm256_mul_pd(t, t);
@@ -67,11 +66,7 @@ unsafe fn sincospi4(x: __m256d) -> (__m256d, __m256d) {
     pc = _mm256_fmadd_pd(pc, t2, c(C1));
     let co = _mm256_fmadd_pd(t2, pc, c(1.0));
     // q = k mod 4 ∈ {0, 1, 2, 3}
-    let q = _mm256_fnmadd_pd(
-        c(4.0),
-        _mm256_floor_pd(_mm256_mul_pd(k, c(0.25))),
-        k,
-    );
+    let q = _mm256_fnmadd_pd(c(4.0), _mm256_floor_pd(_mm256_mul_pd(k, c(0.25))), k);
     let is1 = _mm256_cmp_pd::<_CMP_EQ_OQ>(q, c(1.0));
     let is2 = _mm256_cmp_pd::<_CMP_EQ_OQ>(q, c(2.0));
     let is3 = _mm256_cmp_pd::<_CMP_EQ_OQ>(q, c(3.0));

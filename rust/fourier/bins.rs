@@ -63,7 +63,11 @@ fn tanh_bin(za: f64, zb: f64) -> (f64, f64) {
 #[inline]
 pub fn mass_mh(ch: &Channel, m: f64, h: f64) -> f64 {
     if !(h > 0.0) {
-        return if h.is_nan() || m.is_nan() { f64::NAN } else { 0.0 };
+        return if h.is_nan() || m.is_nan() {
+            f64::NAN
+        } else {
+            0.0
+        };
     }
     let w = C64::cis(std::f64::consts::PI * m);
     let v = C64::cis(std::f64::consts::PI * h);
@@ -364,16 +368,18 @@ mod tests {
         let mass = bin_mass_one(&ch, Domain::Real, l, u);
         let mid = 0.5 * (l + u);
         let z = (mid - 0.2) / 1.3;
-        let approx = (ch.density_x(z.tanh()).ln() + super::super::model::log_sech2(z)
-            - 1.3f64.ln())
-        .exp()
-            * (u - l);
-        assert!(mass > 0.0 && (mass / approx - 1.0).abs() < 1e-4, "{mass} {approx}");
+        let approx =
+            (ch.density_x(z.tanh()).ln() + super::super::model::log_sech2(z) - 1.3f64.ln()).exp()
+                * (u - l);
+        assert!(
+            mass > 0.0 && (mass / approx - 1.0).abs() < 1e-4,
+            "{mass} {approx}"
+        );
     }
 
     #[test]
     fn quantized_tables_are_valid() {
-        let chs = vec![channel(8, 1, 2.0), channel(8, 2, 0.5)];
+        let chs = [channel(8, 1, 2.0), channel(8, 2, 0.5)];
         let mut coeffs = chs[0].coeffs.clone();
         coeffs.extend(chs[1].coeffs.iter().copied());
         let m = Model::new(Domain::Real, 2, &coeffs, &[2.0, 0.5], &[0.2, 0.2]).unwrap();

@@ -111,11 +111,7 @@ pub(crate) fn sincospi<const F: bool>(x: f64) -> (f64, f64) {
 
 /// Horner over `W` lanes: returns `(Re, Im)` of `Σ coef_k z^k`.
 #[inline(always)]
-fn horner_lanes<const F: bool>(
-    coef: &[C64],
-    zr: &[f64; W],
-    zi: &[f64; W],
-) -> ([f64; W], [f64; W]) {
+fn horner_lanes<const F: bool>(coef: &[C64], zr: &[f64; W], zi: &[f64; W]) -> ([f64; W], [f64; W]) {
     let last = coef[coef.len() - 1];
     let mut gr = [last.re; W];
     let mut gi = [last.im; W];
@@ -240,7 +236,12 @@ fn block_y<const F: bool, const MODE: u8>(ch: &Channel, y: &[f64; W], out: &mut 
 }
 
 #[inline(always)]
-fn row_impl<const F: bool, const MODE: u8>(ch: &Channel, domain: Domain, x: &[f64], out: &mut [f64]) {
+fn row_impl<const F: bool, const MODE: u8>(
+    ch: &Channel,
+    domain: Domain,
+    x: &[f64],
+    out: &mut [f64],
+) {
     let mut xs = x.chunks_exact(W);
     let mut os = out.chunks_exact_mut(W);
     for (xb, ob) in (&mut xs).zip(&mut os) {
@@ -418,8 +419,16 @@ mod tests {
                             Kind::Cdf => ch.cdf_x_raw(xx).clamp(0.0, 1.0),
                         };
                         let tol = 1e-13 * (1.0 + want.abs()) * (n as f64 + 1.0);
-                        assert!((a[i] - want).abs() <= tol, "{kind:?} {n} {x}: {} {want}", a[i]);
-                        assert!((b[i] - want).abs() <= tol, "{kind:?} {n} {x}: {} {want}", b[i]);
+                        assert!(
+                            (a[i] - want).abs() <= tol,
+                            "{kind:?} {n} {x}: {} {want}",
+                            a[i]
+                        );
+                        assert!(
+                            (b[i] - want).abs() <= tol,
+                            "{kind:?} {n} {x}: {} {want}",
+                            b[i]
+                        );
                     }
                 }
             }

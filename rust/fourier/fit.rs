@@ -161,7 +161,11 @@ fn chunk_impl<const F: bool>(st: &Setup<'_>, y: &[f64], w: Option<&[f64]>, part:
             let mut ur = [0.0; W];
             let mut ui = [0.0; W];
             for l in 0..W {
-                let c = if wl[l] != 0.0 { -2.0 * wl[l] / f[l] } else { 0.0 };
+                let c = if wl[l] != 0.0 {
+                    -2.0 * wl[l] / f[l]
+                } else {
+                    0.0
+                };
                 ur[l] = c * gr[l];
                 ui[l] = c * gi[l];
             }
@@ -171,7 +175,8 @@ fn chunk_impl<const F: bool>(st: &Setup<'_>, y: &[f64], w: Option<&[f64]>, part:
                     if wl[l] == 0.0 {
                         continue;
                     }
-                    let dlogf = -2.0 * std::f64::consts::PI * (hi[l] * gr[l] - hr[l] * gi[l]) / f[l];
+                    let dlogf =
+                        -2.0 * std::f64::consts::PI * (hi[l] * gr[l] - hr[l] * gi[l]) / f[l];
                     let dl_du = -dlogf * sech2(u[l]) + 2.0 * x[l];
                     part.gt += wl[l] * (-dl_du * inv_s);
                     part.gs += wl[l] * (-u[l] * dl_du * inv_s);
@@ -324,10 +329,10 @@ pub fn nll_grad_channel(
         wsum += p.wsum;
         gt += p.gt;
         gs += p.gs;
-        for k in 0..acc.len() {
+        for (k, v) in acc.iter_mut().enumerate() {
             let re: f64 = p.acc_re[k].iter().sum();
             let im: f64 = p.acc_im[k].iter().sum();
-            acc[k] = acc[k].add(C64::new(re, im));
+            *v = v.add(C64::new(re, im));
         }
     }
     let mut nll = sum / wsum + (2.0 * c0).ln();
@@ -367,9 +372,7 @@ pub fn nll_grad_channel(
 pub fn penalty_value_grad(a: &[C64], pen: Penalty, grad: bool) -> (f64, Vec<C64>) {
     let c = autocorrelation(a);
     let n1 = a.len();
-    let s: f64 = (1..n1)
-        .map(|n| (n * n) as f64 * c[n].norm_sqr())
-        .sum();
+    let s: f64 = (1..n1).map(|n| (n * n) as f64 * c[n].norm_sqr()).sum();
     let c0 = c[0].re;
     let pi2 = std::f64::consts::PI * std::f64::consts::PI;
     let (value, ks, kc) = match pen.kind {
@@ -501,7 +504,11 @@ fn centre_spread(y: &[f64], w: Option<&[f64]>) -> (f64, f64) {
     let mut spread = iqr / 1.349;
     if !(spread > 0.0) {
         let mean = pairs.iter().map(|p| p.0 * p.1).sum::<f64>() / total;
-        let var = pairs.iter().map(|p| p.1 * (p.0 - mean).powi(2)).sum::<f64>() / total;
+        let var = pairs
+            .iter()
+            .map(|p| p.1 * (p.0 - mean).powi(2))
+            .sum::<f64>()
+            / total;
         spread = var.sqrt();
     }
     if !(spread > 0.0 && spread.is_finite()) {
@@ -543,7 +550,17 @@ impl Objective<'_> {
 
     fn eval_on(&self, th: &[f64], y: &[f64], w: Option<&[f64]>, g: &mut [f64]) -> f64 {
         let (a, s, t) = self.unpack(th);
-        let r = nll_grad_channel(self.domain, &a, s, t, y, w, self.penalty, true, self.parallel);
+        let r = nll_grad_channel(
+            self.domain,
+            &a,
+            s,
+            t,
+            y,
+            w,
+            self.penalty,
+            true,
+            self.parallel,
+        );
         let c0: f64 = a.iter().map(|v| v.norm_sqr()).sum();
         let lc = c0.ln();
         for k in 0..self.n1 {
@@ -952,8 +969,15 @@ mod tests {
                             am[k].im -= h;
                         }
                         let fd = (f(&ap, sc, off) - f(&am, sc, off)) / (2.0 * h);
-                        let an = if part == 0 { r.grad_a[k].re } else { r.grad_a[k].im };
-                        assert!((fd - an).abs() < 1e-6 * (1.0 + an.abs()), "{domain:?} {k} {part}: {fd} {an}");
+                        let an = if part == 0 {
+                            r.grad_a[k].re
+                        } else {
+                            r.grad_a[k].im
+                        };
+                        assert!(
+                            (fd - an).abs() < 1e-6 * (1.0 + an.abs()),
+                            "{domain:?} {k} {part}: {fd} {an}"
+                        );
                     }
                 }
                 if domain == Domain::Real {

@@ -8,6 +8,9 @@
 //! - [`sample`]: inverse CDF (table start + safeguarded Newton) and `rvs`;
 //! - [`fit`]: NLL with analytic gradients, penalties, L-BFGS and Adam.
 
+// `!(v > 0.0)` style tests are deliberate throughout: they also reject NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod bins;

@@ -19,6 +19,8 @@ pub struct C64 {
     pub im: f64,
 }
 
+// Plain methods rather than operator traits keep call sites explicit in the kernels.
+#[allow(clippy::should_implement_trait)]
 impl C64 {
     #[inline(always)]
     pub const fn new(re: f64, im: f64) -> Self {

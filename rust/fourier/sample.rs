@@ -375,7 +375,14 @@ fn rvs_scalar(ch: &Channel, d: Domain, t: &InverseTable, seed: u64, base: u64, o
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rvs_avx2(ch: &Channel, d: Domain, t: &InverseTable, seed: u64, base: u64, out: &mut [f64]) {
+unsafe fn rvs_avx2(
+    ch: &Channel,
+    d: Domain,
+    t: &InverseTable,
+    seed: u64,
+    base: u64,
+    out: &mut [f64],
+) {
     ppf_run::<true>(
         ch,
         d,
@@ -436,7 +443,11 @@ pub fn ppf(
         out.par_chunks_mut(m).enumerate().for_each(|(ci, row)| {
             let ch = &model.channels[ci];
             let table = InverseTable::new(ch);
-            let qr = if rows == 1 { &q[..m] } else { &q[ci * m..(ci + 1) * m] };
+            let qr = if rows == 1 {
+                &q[..m]
+            } else {
+                &q[ci * m..(ci + 1) * m]
+            };
             row.par_chunks_mut(CHUNK / 4)
                 .zip(qr.par_chunks(CHUNK / 4))
                 .for_each(|(o, qs)| ppf_row(ch, d, &table, qs, o));
@@ -464,10 +475,12 @@ pub fn rvs(model: &Model, size: usize, seed: u64, num_threads: Option<usize>) ->
         out.par_chunks_mut(size).enumerate().for_each(|(ci, row)| {
             let ch = &model.channels[ci];
             let table = InverseTable::new(ch);
-            row.par_chunks_mut(CHUNK / 4).enumerate().for_each(|(k, o)| {
-                let base = (ci * size + k * (CHUNK / 4)) as u64;
-                rvs_row(ch, d, &table, seed, base, o)
-            });
+            row.par_chunks_mut(CHUNK / 4)
+                .enumerate()
+                .for_each(|(k, o)| {
+                    let base = (ci * size + k * (CHUNK / 4)) as u64;
+                    rvs_row(ch, d, &table, seed, base, o)
+                });
         });
     })?;
     Ok(out)
@@ -493,7 +506,10 @@ mod tests {
             let m = model(Domain::Interval, n, n as u64 + 10);
             let ch = &m.channels[0];
             let xs: Vec<f64> = (1..400).map(|i| -1.0 + i as f64 / 200.0).collect();
-            let q: Vec<f64> = xs.iter().map(|&x| ch.cdf_x_raw(x).clamp(0.0, 1.0)).collect();
+            let q: Vec<f64> = xs
+                .iter()
+                .map(|&x| ch.cdf_x_raw(x).clamp(0.0, 1.0))
+                .collect();
             let back = ppf(&m, &q, 1, q.len(), Some(1)).unwrap();
             for (i, &x) in xs.iter().enumerate() {
                 let p = ch.density_x(x);

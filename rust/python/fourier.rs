@@ -3,8 +3,8 @@
 //! C-contiguous float64 / complex128 2-D arrays and reports anything else as a TypeError.
 
 use numpy::{
-    Complex64, IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1,
-    PyReadonlyArray2, PyUntypedArrayMethods,
+    Complex64, IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyType};
@@ -16,10 +16,7 @@ use crate::fourier::{bins, eval, fit, sample, Domain, Kind, Model, C64};
 
 const MAGIC: &[u8; 4] = b"PCfd";
 
-fn slice2<'a, T: numpy::Element>(
-    a: &'a PyReadonlyArray2<'_, T>,
-    what: &str,
-) -> PyResult<&'a [T]> {
+fn slice2<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<'_, T>, what: &str) -> PyResult<&'a [T]> {
     a.as_slice().map_err(|_| {
         to_pyerr(Error::WrongType(format!(
             "{what} must be a C-contiguous array"
@@ -27,10 +24,7 @@ fn slice2<'a, T: numpy::Element>(
     })
 }
 
-fn slice1<'a, T: numpy::Element>(
-    a: &'a PyReadonlyArray1<'_, T>,
-    what: &str,
-) -> PyResult<&'a [T]> {
+fn slice1<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, what: &str) -> PyResult<&'a [T]> {
     a.as_slice().map_err(|_| {
         to_pyerr(Error::WrongType(format!(
             "{what} must be a contiguous array"
@@ -412,9 +406,18 @@ fn fourier_fit<'py>(
         .collect();
     Ok((
         to_2d(py, coeffs, rows, n_coeffs)?,
-        res.iter().map(|r| r.scale).collect::<Vec<_>>().into_pyarray(py),
-        res.iter().map(|r| r.offset).collect::<Vec<_>>().into_pyarray(py),
-        res.iter().map(|r| r.nll).collect::<Vec<_>>().into_pyarray(py),
+        res.iter()
+            .map(|r| r.scale)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        res.iter()
+            .map(|r| r.offset)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        res.iter()
+            .map(|r| r.nll)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
         res.iter()
             .map(|r| r.iterations as u64)
             .collect::<Vec<_>>()
