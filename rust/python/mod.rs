@@ -9,6 +9,7 @@ use pyo3::types::PyDict;
 
 use crate::error::{catch_panic, Error};
 
+mod fourier;
 mod pickle;
 mod spmio;
 mod streams;
@@ -140,5 +141,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_parallel_probe, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     spmio::register(m)?;
+    fourier::register(m)?;
     Ok(())
 }
