@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod fourier;
 pub mod lattice;
 pub mod parallel;
 pub mod rng;

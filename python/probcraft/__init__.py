@@ -23,8 +23,10 @@ from ._core import (
     set_simd_level,
     stream_u64,
 )
+from .fourier import FourierDensity
 
 __all__ = [
+    "FourierDensity",
     "LimitError",
     "ModelFormatError",
     "Streams",

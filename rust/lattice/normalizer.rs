@@ -208,6 +208,16 @@ pub struct Normalizer {
     spec: NormalizerSpec,
     charsmap: Option<Charsmap>,
     protected: Option<Protected>,
+    /// Bytes that always pass through as themselves: ASCII, not a space, starting no charsmap
+    /// rule and no protected piece. Runs of them are copied in one go.
+    plain: [bool; 256],
+    /// For an ASCII byte that starts charsmap rules (NFKC composes `e` + U+0301, so most
+    /// letters do) but is not a rule by itself and starts no protected piece: the trie
+    /// position after it, so that one look at the next byte tells whether any rule can
+    /// continue. `usize::MAX` otherwise.
+    after_ascii: [usize; 128],
+    /// A space starts no rule and no protected piece.
+    plain_space: bool,
 }
 
 impl Normalizer {
@@ -222,7 +232,11 @@ impl Normalizer {
             spec: spec.clone(),
             charsmap,
             protected: None,
-        })
+            plain: [false; 256],
+            after_ascii: [usize::MAX; 128],
+            plain_space: false,
+        }
+        .with_plain_table())
     }
 
     /// Like [`Normalizer::new`], but `pieces` (SentencePiece's user-defined symbols) pass
@@ -234,7 +248,7 @@ impl Normalizer {
     ) -> Result<Self> {
         let mut n = Self::new(spec)?;
         n.protected = Protected::new(pieces);
-        Ok(n)
+        Ok(n.with_plain_table())
     }
 
     /// The normaliser exactly as SentencePiece builds it for a model: `vocab`'s normaliser with
@@ -248,6 +262,63 @@ impl Normalizer {
                 .filter(|p| p.kind == PieceKind::UserDefined)
                 .map(|p| p.piece.as_slice()),
         )
+    }
+
+    fn with_plain_table(mut self) -> Self {
+        for b in 0..0x80u8 {
+            let i = b as usize;
+            let protected = self
+                .protected
+                .as_ref()
+                .is_some_and(|p| !p.by_first[i].is_empty());
+            let starts_rule = self.charsmap.as_ref().is_some_and(|c| c.starts[i]);
+            if b == b' ' {
+                self.plain_space = !protected && !starts_rule;
+                continue;
+            }
+            self.plain[i] = !protected && !starts_rule;
+            self.after_ascii[i] = usize::MAX;
+            if let Some(cm) = self.charsmap.as_ref().filter(|_| starts_rule && !protected) {
+                if cm.longest(&[b]).is_none() {
+                    let node = cm.root_base ^ i;
+                    if let Some(&u) = cm.units.get(node) {
+                        self.after_ascii[i] = node ^ unit_offset(u);
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    /// Length of the run at the start of `input` of characters that pass through unchanged
+    /// and are not spaces (see `plain` and `after_ascii`).
+    #[inline]
+    fn plain_run(&self, input: &[u8]) -> usize {
+        let mut i = 0;
+        while let Some(&b) = input.get(i) {
+            if self.plain[b as usize] {
+                i += 1;
+                continue;
+            }
+            let Some(&base) = self.after_ascii.get(b as usize) else {
+                break;
+            };
+            if base == usize::MAX {
+                break;
+            }
+            let continues = match (input.get(i + 1), &self.charsmap) {
+                (Some(&n), Some(cm)) => cm
+                    .units
+                    .get(base ^ n as usize)
+                    .is_some_and(|&u| unit_label(u) == u32::from(n)),
+                _ => false,
+            };
+            if continues {
+                break;
+            }
+            i += 1;
+        }
+        i
     }
 
     pub fn spec(&self) -> &NormalizerSpec {
@@ -340,17 +411,38 @@ impl Normalizer {
         } else {
             b" "
         };
-        let mut push = |out: &mut Vec<u8>, bytes: &[u8], from: usize| {
-            out.extend_from_slice(bytes);
-            if let Some(o) = offsets.as_deref_mut() {
-                o.extend(std::iter::repeat_n(from, bytes.len()));
-            }
-        };
         if s.add_dummy_prefix && !s.treat_whitespace_as_suffix {
-            push(out, space, consumed);
+            push(out, &mut offsets, space, consumed);
         }
         let mut prev_space = s.remove_extra_whitespaces;
         while !input.is_empty() {
+            let run = self.plain_run(input);
+            if run > 0 {
+                // Equivalent to `run` one-byte chunks, each from its own offset.
+                out.extend_from_slice(&input[..run]);
+                if let Some(o) = offsets.as_deref_mut() {
+                    o.extend(consumed..consumed + run);
+                }
+                prev_space = false;
+                consumed += run;
+                input = &input[run..];
+                continue;
+            }
+            if input[0] == b' ' && self.plain_space {
+                // A one-space chunk: dropped after a space when collapsing, else kept.
+                if !prev_space {
+                    let mark = if s.escape_whitespaces {
+                        SPACE_MARK_UTF8
+                    } else {
+                        b" "
+                    };
+                    push(out, &mut offsets, mark, consumed);
+                }
+                prev_space = s.remove_extra_whitespaces;
+                consumed += 1;
+                input = &input[1..];
+                continue;
+            }
             let (mut chunk, n) = self.prefix(input);
             if prev_space {
                 while let Some(rest) = chunk.strip_prefix(b" ") {
@@ -362,12 +454,12 @@ impl Normalizer {
                     // Split the chunk at its spaces so the plain runs are copied in one go.
                     for (k, run) in chunk.split(|&b| b == b' ').enumerate() {
                         if k > 0 {
-                            push(out, SPACE_MARK_UTF8, consumed);
+                            push(out, &mut offsets, SPACE_MARK_UTF8, consumed);
                         }
-                        push(out, run, consumed);
+                        push(out, &mut offsets, run, consumed);
                     }
                 } else {
-                    push(out, chunk, consumed);
+                    push(out, &mut offsets, chunk, consumed);
                 }
                 prev_space = last == b' ';
             }
@@ -377,7 +469,6 @@ impl Normalizer {
                 prev_space = false;
             }
         }
-        drop(push);
         if s.remove_extra_whitespaces {
             while out.ends_with(space) {
                 let len = out.len() - space.len();
@@ -397,6 +488,15 @@ impl Normalizer {
         if let Some(o) = offsets {
             o.push(consumed);
         }
+    }
+}
+
+/// Appends `bytes`, all of which came from input offset `from`.
+#[inline]
+fn push(out: &mut Vec<u8>, offsets: &mut Option<&mut Vec<usize>>, bytes: &[u8], from: usize) {
+    out.extend_from_slice(bytes);
+    if let Some(o) = offsets.as_deref_mut() {
+        o.extend(std::iter::repeat_n(from, bytes.len()));
     }
 }
 
@@ -586,7 +686,52 @@ mod tests {
         assert!(matches!(Normalizer::new(&spec), Err(Error::Format { .. })));
     }
 
+    /// The same normaliser with the fast paths off: every unit goes through `prefix`.
+    fn slow(n: &Normalizer) -> Normalizer {
+        let mut n = n.clone();
+        n.plain = [false; 256];
+        n.after_ascii = [usize::MAX; 128];
+        n.plain_space = false;
+        n
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_reference_loop_on_real_models() {
+        let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+        let Ok(corpus) = std::fs::read_to_string(shared.join("corpora/botchan.txt")) else {
+            eprintln!("shared corpora absent; skipped");
+            return;
+        };
+        let zh = std::fs::read_to_string(shared.join("corpora/zh_fortunes.txt")).unwrap();
+        for m in ["spm_en_botchan_1k", "spm_zh_fortunes_8k"] {
+            let bytes = std::fs::read(shared.join(format!("models/{m}.model"))).unwrap();
+            let fast = Normalizer::for_vocab(&super::super::spm::load(&bytes).unwrap()).unwrap();
+            let reference = slow(&fast);
+            for line in corpus.lines().chain(zh.lines().take(3000)) {
+                let line = format!(" {line}  e\u{301}x\t ");
+                assert_eq!(
+                    fast.normalize_with_offsets(&line),
+                    reference.normalize_with_offsets(&line)
+                );
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn fast_paths_agree_with_the_reference_loop(
+            text in "[ ab\u{301}\u{3000}éx]{0,40}",
+            remove in any::<bool>(), escape in any::<bool>(), protect in any::<bool>()
+        ) {
+            let mut spec = ws(true, remove, escape, false);
+            spec.precompiled_charsmap = build_charsmap(&[
+                ("a\u{301}", "á"), ("b", "B"), ("\u{3000}", " "), ("é", "e"), ("x ", "X"),
+            ]);
+            let protected: &[&[u8]] = if protect { &[b"ab", b" x"] } else { &[] };
+            let n = Normalizer::with_user_defined(&spec, protected.iter().copied()).unwrap();
+            prop_assert_eq!(n.normalize_with_offsets(&text), slow(&n).normalize_with_offsets(&text));
+        }
+
         #[test]
         fn arbitrary_blobs_never_panic(blob in proptest::collection::vec(any::<u8>(), 0..600),
                                        text in "\\PC{0,40}") {

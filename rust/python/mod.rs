@@ -9,6 +9,7 @@ use pyo3::types::PyDict;
 
 use crate::error::{catch_panic, Error};
 
+mod fourier;
 mod lattice;
 mod pickle;
 mod spmio;
@@ -143,6 +144,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     lattice::register(m)?;
     spmio::register(m)?;
+    fourier::register(m)?;
     train::register(m)?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use pyo3::types::PyBytes;
 use super::guarded;
 use crate::error::Error;
 use crate::lattice::normalizer::Normalizer;
-use crate::lattice::vocab::VocabSpec;
+use crate::lattice::vocab::{UnknownRule, VocabSpec};
 use crate::lattice::{formats, spm};
 
 /// Normalises `text` exactly as `sentencepiece` does with the model in `model_bytes`.
@@ -17,6 +17,20 @@ fn _spm_normalize(py: Python<'_>, model_bytes: &[u8], text: &str) -> PyResult<St
     guarded(py, || {
         let spec = spm::load(model_bytes)?;
         Ok(Normalizer::for_vocab(&spec)?.normalize(text))
+    })
+}
+
+/// `_spm_normalize` over many texts, loading the model once.
+#[pyfunction]
+fn _spm_normalize_batch(
+    py: Python<'_>,
+    model_bytes: &[u8],
+    texts: Vec<String>,
+) -> PyResult<Vec<String>> {
+    guarded(py, || {
+        let spec = spm::load(model_bytes)?;
+        let n = Normalizer::for_vocab(&spec)?;
+        Ok(texts.iter().map(|t| n.normalize(t)).collect())
     })
 }
 
@@ -89,19 +103,39 @@ fn _load_vocab_info<'py>(
     d.set_item("byte_level", spec.byte_level)?;
     let n = &spec.normalizer;
     d.set_item("normalizer_name", &n.name)?;
-    d.set_item("charsmap_len", n.precompiled_charsmap.len())?;
+    d.set_item(
+        "precompiled_charsmap",
+        PyBytes::new(py, &n.precompiled_charsmap),
+    )?;
     d.set_item("add_dummy_prefix", n.add_dummy_prefix)?;
     d.set_item("remove_extra_whitespaces", n.remove_extra_whitespaces)?;
     d.set_item("escape_whitespaces", n.escape_whitespaces)?;
     d.set_item("treat_whitespace_as_suffix", n.treat_whitespace_as_suffix)?;
+    let (rule, score) = match spec.unknown {
+        UnknownRule::SentencePiece => ("sentencepiece", None),
+        UnknownRule::JiebaChar { score } => ("jieba", Some(score)),
+    };
+    d.set_item("unknown_rule", rule)?;
+    d.set_item("unknown_score", score)?;
     Ok(d)
+}
+
+/// Normalises `text` with the normaliser of a vocabulary in any supported format.
+#[pyfunction]
+fn _vocab_normalize(py: Python<'_>, format: &str, data: &[u8], text: &str) -> PyResult<String> {
+    guarded(py, || {
+        let spec = load_any(format, data)?;
+        Ok(Normalizer::for_vocab(&spec)?.normalize(text))
+    })
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_spm_normalize, m)?)?;
+    m.add_function(wrap_pyfunction!(_spm_normalize_batch, m)?)?;
     m.add_function(wrap_pyfunction!(_spm_normalize_with_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(_spm_roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(_load_vocab, m)?)?;
     m.add_function(wrap_pyfunction!(_load_vocab_info, m)?)?;
+    m.add_function(wrap_pyfunction!(_vocab_normalize, m)?)?;
     Ok(())
 }
