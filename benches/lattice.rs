@@ -24,7 +24,9 @@ fn corpus() -> (String, &'static str) {
         return (t, "botchan");
     }
     let mut s = Stream::new(1, 1);
-    let words = ["the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "then ", "slept ", "."];
+    let words = [
+        "the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "then ", "slept ", ".",
+    ];
     let mut t = String::new();
     while t.len() < 300_000 {
         t.push_str(words[s.below(words.len() as u64) as usize]);
@@ -47,12 +49,20 @@ fn model_for(text: &str, size: usize) -> Model {
     }
     let mut v: Vec<(String, u64)> = counts.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut chars: Vec<(String, u64)> = v.iter().filter(|(w, _)| w.chars().count() == 1).cloned().collect();
+    let mut chars: Vec<(String, u64)> = v
+        .iter()
+        .filter(|(w, _)| w.chars().count() == 1)
+        .cloned()
+        .collect();
     v.retain(|(w, _)| w.chars().count() > 1);
     v.truncate(size.saturating_sub(chars.len()));
     chars.extend(v);
     let total: f64 = chars.iter().map(|x| x.1 as f64).sum();
-    let mut pieces = vec![PieceSpec { piece: b"<unk>".to_vec(), score: 0.0, kind: PieceKind::Unknown }];
+    let mut pieces = vec![PieceSpec {
+        piece: b"<unk>".to_vec(),
+        score: 0.0,
+        kind: PieceKind::Unknown,
+    }];
     pieces.extend(chars.into_iter().map(|(w, c)| PieceSpec {
         piece: w.into_bytes(),
         score: (c as f64 / total).ln() as f32,
@@ -69,7 +79,12 @@ fn benches(c: &mut Criterion) {
     let model = model_for(&text, 8000);
     let lines: Vec<Vec<u8>> = text
         .lines()
-        .map(|l| model.prepare(l.replace(' ', "\u{2581}").as_bytes()).unwrap())
+        .map(|l| {
+            model
+                .prepare(l.replace(' ', "\u{2581}").as_bytes())
+                .unwrap()
+                .into_owned()
+        })
         .collect();
     let joined: Vec<u8> = lines.concat();
     let nbytes = joined.len() as u64;

@@ -52,7 +52,11 @@ pub fn marginals(model: &Model, text: &[u8], lat: &Lattice, w: &Weights) -> Resu
     let mut expected_score = 0.0;
     for ed in &lat.edges {
         let lp = z[ed.s as usize] + w.log_w[ed.id as usize] + b[ed.e as usize] - lz;
-        let p = if lp == f64::NEG_INFINITY { 0.0 } else { lp.exp() };
+        let p = if lp == f64::NEG_INFINITY {
+            0.0
+        } else {
+            lp.exp()
+        };
         counts[ed.id as usize] += p;
         expected_tokens += p;
         expected_score += p * model.score(ed.id);

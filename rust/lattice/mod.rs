@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod graph;
+#[cfg(feature = "python")]
 pub(crate) mod loaders_pending;
 pub mod marginals;
 pub mod model;

@@ -119,10 +119,8 @@ impl Model {
                     matchable[i] = true;
                     is_user[i] = true;
                 }
-                PieceKind::Unknown => {
-                    if unk_id.is_none() {
-                        unk_id = Some(i as u32);
-                    }
+                PieceKind::Unknown if unk_id.is_none() => {
+                    unk_id = Some(i as u32);
                 }
                 _ => {}
             }
@@ -142,9 +140,9 @@ impl Model {
         };
         let unk_score = match unk_rule {
             UnkRule::NoSingleChar => min_score - UNK_PENALTY,
-            UnkRule::NoPieceStarts => unk_id.map_or(min_score - UNK_PENALTY, |u| {
-                spec.pieces[u as usize].score
-            }),
+            UnkRule::NoPieceStarts => {
+                unk_id.map_or(min_score - UNK_PENALTY, |u| spec.pieces[u as usize].score)
+            }
         };
         let mut score32 = vec![0f32; n];
         let mut score64 = vec![0f64; n];
@@ -280,7 +278,10 @@ impl Model {
         self.is_user.get(id as usize).copied().unwrap_or(false)
     }
     pub fn piece(&self, id: u32) -> Option<&[u8]> {
-        self.spec.pieces.get(id as usize).map(|p| p.piece.as_slice())
+        self.spec
+            .pieces
+            .get(id as usize)
+            .map(|p| p.piece.as_slice())
     }
     pub fn kind(&self, id: u32) -> Option<PieceKind> {
         self.spec.pieces.get(id as usize).map(|p| p.kind)
@@ -593,6 +594,9 @@ pub(crate) mod tests {
     fn byte_piece_names() {
         assert_eq!(parse_byte_piece(b"<0x0A>"), Some(10));
         assert_eq!(parse_byte_piece(b"<0xzz>"), None);
-        assert!(check_utf8(b"ab\xffc").unwrap_err().to_string().contains("offset 2"));
+        assert!(check_utf8(b"ab\xffc")
+            .unwrap_err()
+            .to_string()
+            .contains("offset 2"));
     }
 }

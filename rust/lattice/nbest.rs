@@ -6,8 +6,8 @@
 //! completions would exist), so merging the incoming lists position by position is exact.
 //! Cost O(edges · k · log k) time and O(L · k) memory, no cap, no fallback.
 
-use super::viterbi::ring_size;
 use super::model::Model;
+use super::viterbi::ring_size;
 use crate::error::{Error, Result};
 
 /// Largest `k` accepted (memory is O(L·k)).
@@ -44,7 +44,9 @@ pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
         return Ok(vec![(Vec::new(), 0.0)]);
     }
     if n >= u32::MAX as usize {
-        return Err(Error::Limit(format!("text of {n} bytes exceeds the 4 GiB limit")));
+        return Err(Error::Limit(format!(
+            "text of {n} bytes exceeds the 4 GiB limit"
+        )));
     }
     let size = ring_size(model);
     let mask = size - 1;
@@ -67,7 +69,9 @@ pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
             pool.sort_by(|a, b| b.score.total_cmp(&a.score));
             pool.truncate(k);
             if arena.len() + pool.len() >= u32::MAX as usize {
-                return Err(Error::Limit("k-best search exceeds 2**32 partial paths".into()));
+                return Err(Error::Limit(
+                    "k-best search exceeds 2**32 partial paths".into(),
+                ));
             }
             span[s] = (arena.len() as u32, pool.len() as u32);
             arena.extend_from_slice(pool);

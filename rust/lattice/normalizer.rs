@@ -38,7 +38,11 @@ impl Normalizer {
             return text.to_string();
         }
         let s = &self.spec;
-        let space = if s.escape_whitespaces { SPACE_MARK } else { ' ' };
+        let space = if s.escape_whitespaces {
+            SPACE_MARK
+        } else {
+            ' '
+        };
         let mut out = String::with_capacity(text.len() + 3);
         let mut input = text;
         if s.remove_extra_whitespaces {

@@ -183,9 +183,8 @@ fn perfect_log(
             let slot = e & mask;
             let z = logaddexp(ring[slot], c);
             ring[slot] = z;
-            if back[e] == 0 {
-                back[e] = (e - s) as u16;
-            } else if rng.next_f64() < (c - z).exp() {
+            // The first edge is taken without a draw (short-circuit).
+            if back[e] == 0 || rng.next_f64() < (c - z).exp() {
                 back[e] = (e - s) as u16;
             }
         });

@@ -52,7 +52,10 @@ pub fn sample_without_replacement(
     rng: &mut Stream,
 ) -> Result<Vec<Drawn>> {
     if k > super::nbest::MAX_K {
-        return Err(Error::Limit(format!("n={k} exceeds the limit of {}", super::nbest::MAX_K)));
+        return Err(Error::Limit(format!(
+            "n={k} exceeds the limit of {}",
+            super::nbest::MAX_K
+        )));
     }
     if k == 0 {
         return Ok(Vec::new());
@@ -111,7 +114,9 @@ pub fn sample_without_replacement(
         }
         std::mem::swap(&mut beam, &mut next);
         if links.len() >= u32::MAX as usize - 1 {
-            return Err(Error::Limit("sampling without replacement: search too large".into()));
+            return Err(Error::Limit(
+                "sampling without replacement: search too large".into(),
+            ));
         }
     }
     beam.sort_by(|a, b| b.g.total_cmp(&a.g));

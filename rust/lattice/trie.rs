@@ -175,7 +175,10 @@ impl Builder {
             self.ensure(pos + 257);
             if !self.used[pos] {
                 let base = pos - c0;
-                if labels.iter().all(|&(c, _, _)| !self.used[base + c as usize]) {
+                if labels
+                    .iter()
+                    .all(|&(c, _, _)| !self.used[base + c as usize])
+                {
                     return base as u32;
                 }
             }
@@ -191,7 +194,8 @@ mod tests {
 
     #[test]
     fn finds_all_prefixes() {
-        let keys: Vec<(&[u8], u32)> = vec![(b"a", 0), (b"ab", 1), (b"abc", 2), (b"b", 3), (b"\xff", 4)];
+        let keys: Vec<(&[u8], u32)> =
+            vec![(b"a", 0), (b"ab", 1), (b"abc", 2), (b"b", 3), (b"\xff", 4)];
         let t = Trie::build(&keys).unwrap();
         let mut got = vec![];
         t.common_prefixes(b"abcd", |l, id| got.push((l, id)));

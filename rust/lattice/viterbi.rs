@@ -87,7 +87,10 @@ pub(crate) fn backtrack(model: &Model, text: &[u8], ws: &mut Workspace) -> Resul
         return Ok(());
     }
     if ws.back[n] == 0 {
-        let furthest = (0..n).rev().find(|&i| i == 0 || ws.back[i] != 0).unwrap_or(0);
+        let furthest = (0..n)
+            .rev()
+            .find(|&i| i == 0 || ws.back[i] != 0)
+            .unwrap_or(0);
         return Err(model.unsegmentable(text, furthest));
     }
     let mut e = n;
@@ -120,7 +123,13 @@ mod tests {
 
     #[test]
     fn best_path_and_unk_merge() {
-        let m = spm_like(&[("▁", -1.0), ("a", -2.0), ("b", -2.0), ("ab", -3.0), ("▁a", -2.5)]);
+        let m = spm_like(&[
+            ("▁", -1.0),
+            ("a", -2.0),
+            ("b", -2.0),
+            ("ab", -3.0),
+            ("▁a", -2.5),
+        ]);
         assert_eq!(pieces(&m, "ab"), vec!["▁", "ab"]);
         // 'x' and 'y' are unknown: one merged UNK token.
         assert_eq!(pieces(&m, "axyb"), vec!["▁a", "xy", "b"]);
@@ -137,7 +146,13 @@ mod tests {
     fn ties_keep_first_candidate() {
         // "▁"+"ab" and "▁"+"a"+"b" both score -3; start 3 relaxes "ab" into the end before
         // start 4 offers "b" with the same total, so "ab" is kept.
-        let m = spm_like(&[("▁", -1.0), ("a", -1.0), ("b", -1.0), ("ab", -2.0), ("▁ab", -3.5)]);
+        let m = spm_like(&[
+            ("▁", -1.0),
+            ("a", -1.0),
+            ("b", -1.0),
+            ("ab", -2.0),
+            ("▁ab", -3.5),
+        ]);
         assert_eq!(pieces(&m, "ab"), vec!["▁", "ab"]);
     }
 }

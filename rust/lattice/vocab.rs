@@ -310,7 +310,10 @@ mod tests {
     fn truncated_bytes_are_refused_at_every_length() {
         let b = sample().to_bytes();
         for n in 0..b.len() {
-            assert!(VocabSpec::from_bytes(&b[..n]).is_err(), "prefix of {n} bytes accepted");
+            assert!(
+                VocabSpec::from_bytes(&b[..n]).is_err(),
+                "prefix of {n} bytes accepted"
+            );
         }
     }
 }

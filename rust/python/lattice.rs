@@ -71,7 +71,10 @@ fn source_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let path = fspath.call1((obj,)).map_err(|_| {
         PyTypeError::new_err(format!(
             "expected a path (str or os.PathLike) or bytes, not {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })?;
     let path: std::path::PathBuf = path.extract()?;
@@ -83,7 +86,9 @@ fn source_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 /// Token ids from a 1-D integer numpy array or any sequence of ints.
 fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
     if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
-        return Err(PyTypeError::new_err("ids must be a sequence of ints, not str/bytes"));
+        return Err(PyTypeError::new_err(
+            "ids must be a sequence of ints, not str/bytes",
+        ));
     }
     if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
         return Ok(a.as_array().to_vec());
@@ -97,7 +102,10 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
     obj.extract::<Vec<i64>>().map_err(|_| {
         PyTypeError::new_err(format!(
             "ids must be a 1-D sequence of ints, not {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })
 }
@@ -147,7 +155,9 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || crate::lattice::loaders_pending::load_sentencepiece(&data))
+        Unigram::build(py, || {
+            crate::lattice::loaders_pending::load_sentencepiece(&data)
+        })
     }
 
     #[classmethod]
@@ -179,7 +189,9 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || crate::lattice::loaders_pending::load_jieba_dict(&data))
+        Unigram::build(py, || {
+            crate::lattice::loaders_pending::load_jieba_dict(&data)
+        })
     }
 
     /// `pieces`: `(piece, log_prob)` pairs, piece as `str` (or `bytes` when `byte_level`).
@@ -220,9 +232,10 @@ impl Unigram {
                     "pieces[{i}][0] must be str or bytes"
                 )));
             };
-            let score: f64 = pair.get_item(1)?.extract().map_err(|_| {
-                PyTypeError::new_err(format!("pieces[{i}][1] must be a float"))
-            })?;
+            let score: f64 = pair
+                .get_item(1)?
+                .extract()
+                .map_err(|_| PyTypeError::new_err(format!("pieces[{i}][1] must be a float")))?;
             list.push((bytes, score as f32));
         }
         Unigram::build(py, move || {
@@ -272,8 +285,7 @@ impl Unigram {
 
     fn __hash__(&self) -> u64 {
         let b = self.model.spec().to_bytes();
-        b.iter()
-            .fold(0u64, |h, &x| rng::mix64(h ^ x as u64))
+        b.iter().fold(0u64, |h, &x| rng::mix64(h ^ x as u64))
     }
 
     fn __repr__(&self) -> String {
@@ -335,7 +347,11 @@ impl Unigram {
     }
 
     /// The text the lattice runs over (normalised; raw bytes for byte-level models).
-    fn normalize<'py>(&self, py: Python<'py>, text: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn normalize<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let t = text_arg(text, "text")?;
         let m = self.model.clone();
         let out = guarded(py, || m.prepare(t.bytes()).map(|c| c.into_owned()))?;
@@ -427,7 +443,11 @@ impl Unigram {
         Ok(PyString::new(py, &String::from_utf8_lossy(&out)).into_any())
     }
 
-    fn decode_bytes<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    fn decode_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let ids = ids_arg(ids)?;
         let m = self.model.clone();
         let out = guarded(py, || m.decode(&ids))?;
