@@ -11,7 +11,7 @@ import sentencepiece as spm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probcraft import _core
+from probcraft import Unigram, _core
 from probcraft.train import EMIteration, to_sentencepiece, train, train_bytes
 
 WORDS = (
@@ -32,7 +32,7 @@ def corpus(n: int = 400, seed: int = 1) -> list[str]:
     return out
 
 
-def spm_processor(model: _core.Unigram) -> spm.SentencePieceProcessor:
+def spm_processor(model: Unigram) -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_proto=to_sentencepiece(model))
 
 
@@ -177,7 +177,7 @@ def test_bad_input(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="non-negative"):
         train(lines, -5, progress=False)
     with pytest.raises(TypeError, match="corpus item 1"):
-        train(["ok", 3], 50, progress=False)
+        train(["ok", 3], 50, progress=False)  # type: ignore[list-item]
     with pytest.raises(TypeError, match="iterable"):
         train(42, 50, progress=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="character_coverage"):

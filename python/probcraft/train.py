@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import NamedTuple, Union
 
 from . import _core
+from .lattice import Unigram
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -155,7 +156,7 @@ def train(
     byte_fallback: bool = False,
     files: bool | None = None,
     max_sentences: int | None = None,
-) -> _core.Unigram:
+) -> Unigram:
     """Trains a unigram model of ``vocab_size`` pieces (``<unk>``, ``<s>``, ``</s>`` and the
     ``user_defined`` symbols included).
 
@@ -189,10 +190,10 @@ def train(
         files=files,
         max_sentences=max_sentences,
     )
-    return _core.Unigram.from_bytes(data)
+    return Unigram.from_bytes(data)
 
 
-def to_sentencepiece(model: _core.Unigram) -> bytes:
+def to_sentencepiece(model: Unigram) -> bytes:
     """A SentencePiece ``.model`` (``ModelProto``) for a non-byte-level model.
 
     >>> import sentencepiece as spm
