@@ -155,6 +155,7 @@ pub struct Iteration {
     pub seconds: f64,
 }
 
+#[derive(Debug)]
 pub struct Trained {
     pub vocab: VocabSpec,
     pub history: Vec<Iteration>,
@@ -199,6 +200,12 @@ pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
     }
     let t0 = Instant::now();
     let threads = cfg.num_threads;
+    let total_units: usize = corpus.words.iter().map(|(w, _)| w.len() + 1).sum();
+    if total_units >= u32::MAX as usize {
+        return Err(Error::Limit(format!(
+            "the distinct words of the corpus take {total_units} bytes; the trainer's limit is              2**32-1 (use max_sentences to sample)"
+        )));
+    }
     let mut units = Units::build(corpus, cfg.byte_level, cfg.character_coverage);
     let n_units = units.alphabet.len() - 2;
     let target = cfg.vocab_size - cfg.n_special();
@@ -306,11 +313,16 @@ pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
             size.max(desired),
             threads,
         )?;
+        let before = st.n_alive();
         for (i, k) in keep.iter().enumerate() {
             if !k {
                 st.alive[i] = false;
                 st.scores[i] = f64::NEG_INFINITY;
             }
+        }
+        if st.n_alive() == before {
+            // Nothing left to prune (every piece is required or irreplaceable).
+            break;
         }
         st.lat.retain(&st.alive);
         round += 1;
@@ -510,4 +522,78 @@ fn to_vocab(st: &State, cfg: &TrainConfig, bytes_of: &dyn Fn(u32) -> Vec<u8>) ->
     };
     spec.validate()?;
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corpus::CorpusBuilder;
+
+    fn corpus(lines: &[&str]) -> Corpus {
+        let mut b = CorpusBuilder::new(&[], None, 0).unwrap();
+        for _ in 0..20 {
+            for l in lines {
+                b.add(l);
+            }
+        }
+        b.finish()
+    }
+
+    const LINES: &[&str] = &[
+        "the cat sat on the mat",
+        "the dog sat on the log",
+        "a cat and a dog",
+        "東京 と 大阪",
+    ];
+
+    #[test]
+    fn trains_exact_size_deterministically() {
+        let c = corpus(LINES);
+        let mut cfg = TrainConfig::new(40);
+        cfg.num_threads = Some(1);
+        let a = train(&c, &cfg).unwrap();
+        assert_eq!(a.vocab.pieces.len(), 40);
+        assert_eq!(a.vocab.pieces[0].kind, PieceKind::Unknown);
+        cfg.num_threads = Some(3);
+        let b = train(&c, &cfg).unwrap();
+        assert_eq!(a.vocab.to_bytes(), b.vocab.to_bytes());
+        // Normal scores are log-probabilities summing to one.
+        let total: f64 = a
+            .vocab
+            .pieces
+            .iter()
+            .filter(|p| p.kind == PieceKind::Normal)
+            .map(|p| (p.score as f64).exp())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+        let pieces: Vec<&[u8]> = a.vocab.pieces.iter().map(|p| &p.piece[..]).collect();
+        assert!(pieces.contains(&"▁the".as_bytes()));
+    }
+
+    #[test]
+    fn byte_level_has_all_bytes() {
+        let c = corpus(LINES);
+        let mut cfg = TrainConfig::new(300);
+        cfg.byte_level = true;
+        let t = train(&c, &cfg).unwrap();
+        assert!(t.vocab.byte_level);
+        for b in 0..=255u8 {
+            assert!(t.vocab.pieces.iter().any(|p| p.piece == [b]), "byte {b}");
+        }
+    }
+
+    #[test]
+    fn refuses_impossible_sizes() {
+        let c = corpus(LINES);
+        for (v, msg) in [
+            (3, "too small"),
+            (10, "required characters"),
+            (5000, "too large"),
+        ] {
+            let e = train(&c, &TrainConfig::new(v)).unwrap_err().to_string();
+            assert!(e.contains(msg), "{v}: {e}");
+        }
+        let e = train(&Corpus::default(), &TrainConfig::new(50)).unwrap_err();
+        assert!(e.to_string().contains("empty"));
+    }
 }
