@@ -10,14 +10,14 @@
 //! - [`batch`]: single and batched encoding with per-item random streams.
 
 pub mod batch;
+pub mod formats;
 pub mod graph;
-#[cfg(feature = "python")]
-pub(crate) mod loaders_pending;
 pub mod marginals;
 pub mod model;
 pub mod nbest;
 pub mod normalizer;
 pub mod sample;
+pub mod spm;
 pub mod swor;
 pub mod trie;
 pub mod viterbi;

@@ -74,6 +74,20 @@ impl NormalizerSpec {
     }
 }
 
+/// How a lattice covers a position where the vocabulary has no suitable piece.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum UnknownRule {
+    /// SentencePiece's rule: wherever no single-character piece starts at a position, a
+    /// one-character edge for `unk_id` with score `min_score − 10` (with `byte_fallback`, byte
+    /// pieces instead).
+    #[default]
+    SentencePiece,
+    /// jieba's `get_DAG` rule: only where no piece at all starts at a position, a
+    /// one-character edge with this score (jieba's `log(1) − log(total)`). The edge is not a
+    /// vocabulary piece (no id): the character is emitted as a word of its own.
+    JiebaChar { score: f32 },
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct VocabSpec {
     pub pieces: Vec<PieceSpec>,
@@ -89,6 +103,8 @@ pub struct VocabSpec {
     pub normalizer: NormalizerSpec,
     /// Where it came from: "sentencepiece", "hf", "bytepiece", "jieba", "pieces", "trained".
     pub source: String,
+    /// How positions the vocabulary cannot cover are handled.
+    pub unknown: UnknownRule,
 }
 
 const MAGIC: &[u8; 4] = b"PCvb";
@@ -128,6 +144,7 @@ impl VocabSpec {
             pad_id: None,
             normalizer: NormalizerSpec::identity(),
             source: "pieces".into(),
+            unknown: UnknownRule::SentencePiece,
         }
     }
 
@@ -156,6 +173,16 @@ impl VocabSpec {
             w.bytes(&p.piece);
             w.f32(p.score);
             w.u8(p.kind as u8);
+        }
+        match self.unknown {
+            UnknownRule::SentencePiece => {
+                w.u8(0);
+                w.f32(0.0);
+            }
+            UnknownRule::JiebaChar { score } => {
+                w.u8(1);
+                w.f32(score);
+            }
         }
         w.finish()
     }
@@ -190,6 +217,18 @@ impl VocabSpec {
                 .ok_or_else(|| Error::format("probcraft vocabulary", Some(at), "bad piece type"))?;
             pieces.push(PieceSpec { piece, score, kind });
         }
+        let at = r.position();
+        let unknown = match (r.u8()?, r.f32()?) {
+            (0, _) => UnknownRule::SentencePiece,
+            (1, score) => UnknownRule::JiebaChar { score },
+            (t, _) => {
+                return Err(Error::format(
+                    "probcraft vocabulary",
+                    Some(at),
+                    format!("unknown rule tag {t}"),
+                ))
+            }
+        };
         r.finish()?;
         let spec = VocabSpec {
             pieces,
@@ -208,6 +247,7 @@ impl VocabSpec {
                 treat_whitespace_as_suffix: flags[3],
             },
             source,
+            unknown,
         };
         spec.validate()?;
         Ok(spec)
@@ -248,6 +288,13 @@ impl VocabSpec {
                 )));
             }
         }
+        if let UnknownRule::JiebaChar { score } = self.unknown {
+            if !score.is_finite() {
+                return Err(Error::invalid(format!(
+                    "the unknown-character score {score} is not finite"
+                )));
+            }
+        }
         for (name, id) in [
             ("unk_id", self.unk_id),
             ("bos_id", self.bos_id),
@@ -281,6 +328,17 @@ mod tests {
         v.pieces[0].kind = PieceKind::Unknown;
         v.normalizer.add_dummy_prefix = true;
         v
+    }
+
+    #[test]
+    fn unknown_rule_round_trips() {
+        let mut v = sample();
+        v.unknown = UnknownRule::JiebaChar { score: -17.5 };
+        assert_eq!(VocabSpec::from_bytes(&v.to_bytes()).unwrap(), v);
+        v.unknown = UnknownRule::JiebaChar {
+            score: f32::NEG_INFINITY,
+        };
+        assert!(v.validate().is_err());
     }
 
     #[test]
