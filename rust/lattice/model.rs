@@ -301,6 +301,9 @@ impl Model {
     pub fn kind(&self, id: u32) -> Option<PieceKind> {
         self.spec.pieces.get(id as usize).map(|p| p.kind)
     }
+    pub(crate) fn byte_piece(&self, b: u8) -> Option<u32> {
+        self.byte_pieces.as_ref().map(|t| t[b as usize])
+    }
     pub fn piece_to_id(&self, piece: &[u8]) -> Option<u32> {
         self.index.get(piece).copied()
     }
