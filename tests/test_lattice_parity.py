@@ -102,9 +102,12 @@ def test_nbest_stays_exact_on_long_lines(pair, shared_dir):
     assert len({tuple(g[0].tolist()) for g in got}) == 10
     # SentencePiece's A* shrinks its agenda here; whatever it returns can never beat the
     # exact list rank by rank.
+    # (SentencePiece sums in f32: allow its rounding over a few thousand pieces.)
     theirs = [n.score for n in ref.nbest_encode_as_proto(text, 10).nbests]
+    print(f"long line: sentencepiece n-best returned {len(theirs)} results, first {theirs[:3]}; "
+          f"ours {scores[:3]}")
     for a, b in zip(theirs, scores):
-        assert a <= b + 1e-2
+        assert a <= b + 1e-5 * abs(b) + 1e-2
 
 
 def test_entropy_matches_calculate_entropy(pair, shared_dir):

@@ -35,16 +35,22 @@ split, pickling or worker process; ``encode(t, seed=s)`` equals item 0 of
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional, Sequence, Union
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 from . import _core
 
+if TYPE_CHECKING:
+    # numpy is imported lazily by the extension on first use; importing it here would start
+    # BLAS threads at `import probcraft` (the package promises no threads at import).
+    import numpy as np
+    import numpy.typing as npt
+
+    IdsLike = Union[Sequence[int], npt.NDArray[np.integer]]
+else:
+    IdsLike = Any
+
 Text = Union[str, bytes, bytearray]
 Source = Union[str, "os.PathLike[str]", bytes, bytearray]
-IdsLike = Union[Sequence[int], npt.NDArray[np.integer]]
 
 __all__ = ["Unigram"]
 
@@ -168,7 +174,9 @@ class Unigram:
         """Token ids: the Viterbi path (``alpha=None``) or a sample from ``p_α``.
 
         Empty text gives an empty array. Consecutive unknown characters merge into one UNK
-        id; with SentencePiece ``byte_fallback`` they become ``<0xXX>`` byte pieces.
+        id; with SentencePiece ``byte_fallback`` they become ``<0xXX>`` byte pieces. jieba
+        dictionaries have no UNK piece: a character no word covers is its own token, id -1
+        (its surface is in :meth:`encode_as_pieces`).
         """
         return self._m.encode(text, alpha=alpha, seed=seed, method=method)
 

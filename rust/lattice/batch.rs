@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::model::Model;
 use super::sample::{self, check_alpha, Method};
-use super::viterbi::{viterbi, Workspace};
+use super::viterbi::{emit_from_back, viterbi, Workspace};
 use crate::error::{Error, Result};
 use crate::parallel;
 use crate::rng::Stream;
@@ -76,8 +76,24 @@ pub fn encode(
     out: &mut Vec<i32>,
 ) -> Result<()> {
     let prepared = model.prepare(text)?;
-    segment(model, &prepared, mode, rng, ws)?;
-    model.emit_ids(&prepared, &ws.path, out);
+    // Single-pass decoders emit straight from their back-pointers (O(L) memory, no path).
+    let direct = !matches!(
+        mode,
+        Mode::Sample {
+            method: Method::Ffbs,
+            ..
+        }
+    );
+    ws.ids_only = direct;
+    let r = segment(model, &prepared, mode, rng, ws);
+    ws.ids_only = false;
+    r?;
+    if direct {
+        emit_from_back(model, &prepared, &ws.back, out)?;
+    } else {
+        model.emit_ids(&prepared, &ws.path, out);
+    }
+    ws.trim();
     Ok(())
 }
 

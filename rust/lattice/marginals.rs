@@ -46,7 +46,8 @@ pub fn marginals(model: &Model, text: &[u8], lat: &Lattice, w: &Weights) -> Resu
     let (z, b) = passes(model, text, lat, w)?;
     let n = lat.n;
     let lz = z[n];
-    let mut counts = vec![0f64; model.vocab_size()];
+    // One extra slot for the virtual UNK label of dictionaries without an UNK piece.
+    let mut counts = vec![0f64; model.vocab_size() + 1];
     let mut edges = Vec::with_capacity(lat.edges.len());
     let mut expected_tokens = 0.0;
     let mut expected_score = 0.0;
@@ -126,7 +127,10 @@ pub fn expected_counts(model: &Model, text: &[u8], w: &Weights, counts: &mut [f6
     for ed in &lat.edges {
         let lp = z[ed.s as usize] + w.log_w[ed.id as usize] + b[ed.e as usize] - lz;
         if lp > f64::NEG_INFINITY {
-            counts[ed.id as usize] += lp.exp();
+            // The virtual UNK label is not a piece: it has no count slot.
+            if let Some(c) = counts.get_mut(ed.id as usize) {
+                *c += lp.exp();
+            }
         }
     }
     Ok(lz)
@@ -139,19 +143,21 @@ pub fn log_weight_of_ids(model: &Model, text: &[u8], ids: &[i64], w: &Weights) -
     let n_vocab = model.vocab_size() as i64;
     // Frontier: (position, log-weight) of every consistent partial path; tiny in practice.
     let mut front: Vec<(usize, f64)> = vec![(0, 0.0)];
-    let unk = model.unk_id();
+    let unk = model.unk_edge();
     let lw_unk = unk.map(|u| w.log_w[u as usize]).unwrap_or(0.0);
     let mut k = 0usize;
     while k < ids.len() {
-        let id = ids[k];
-        if id < 0 || id >= n_vocab {
+        let mut id = ids[k];
+        if id == -1 && unk == Some(n_vocab as u32) {
+            id = n_vocab; // the virtual UNK label (reported as -1)
+        } else if id < 0 || id >= n_vocab {
             return Err(Error::invalid(format!(
                 "id {id} at position {k} is out of range for a vocabulary of {n_vocab} pieces"
             )));
         }
         let id = id as u32;
         let mut next: Vec<(usize, f64)> = Vec::new();
-        let kind = model.kind(id).unwrap_or(PieceKind::Control);
+        let kind = model.kind(id).unwrap_or(PieceKind::Unknown);
         if model.byte_fallback() && kind == PieceKind::Byte {
             // A run of byte pieces spells one or more UNK characters.
             let mut bytes = Vec::new();
@@ -270,7 +276,7 @@ pub fn prefix_candidates(
             cands.push((id, s, z[s] + w.log_w[id as usize]));
         }
         if model.unk_edge_at(text, s) && s + model.unit_len(text, s) == n {
-            if let Some(u) = model.unk_id() {
+            if let Some(u) = model.unk_edge() {
                 cands.push((u, s, z[s] + w.log_w[u as usize]));
             }
         }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use super::normalizer::Normalizer;
 use super::trie::Trie;
-use super::vocab::{PieceKind, VocabSpec};
+use super::vocab::{PieceKind, UnknownRule, VocabSpec};
 use crate::error::{Error, Result};
 
 /// SentencePiece's `kUnkPenalty`.
@@ -66,6 +66,9 @@ pub struct Model {
     has_user: bool,
     matchable: Vec<bool>,
     unk_id: Option<u32>,
+    /// Label of UNK edges: `unk_id`, or the virtual id `vocab_size` for jieba dictionaries,
+    /// which have no UNK piece (such tokens are reported as id -1).
+    unk_edge: Option<u32>,
     unk_rule: UnkRule,
     byte_pieces: Option<Box<[u32; 256]>>,
     byte_level: bool,
@@ -133,19 +136,17 @@ impl Model {
         if max_score == f32::MIN_POSITIVE {
             max_score = 0.0;
         }
-        let unk_rule = if spec.source == "jieba" {
-            UnkRule::NoPieceStarts
-        } else {
-            UnkRule::NoSingleChar
+        let (unk_rule, unk_score, unk_edge) = match spec.unknown {
+            UnknownRule::SentencePiece => (UnkRule::NoSingleChar, min_score - UNK_PENALTY, unk_id),
+            UnknownRule::JiebaChar { score } => (
+                UnkRule::NoPieceStarts,
+                score,
+                Some(unk_id.unwrap_or(n as u32)),
+            ),
         };
-        let unk_score = match unk_rule {
-            UnkRule::NoSingleChar => min_score - UNK_PENALTY,
-            UnkRule::NoPieceStarts => {
-                unk_id.map_or(min_score - UNK_PENALTY, |u| spec.pieces[u as usize].score)
-            }
-        };
-        let mut score32 = vec![0f32; n];
-        let mut score64 = vec![0f64; n];
+        // One extra slot for the virtual UNK edge label.
+        let mut score32 = vec![0f32; n + 1];
+        let mut score64 = vec![0f64; n + 1];
         for (i, p) in spec.pieces.iter().enumerate() {
             if is_user[i] {
                 let s = (p.piece.len() as f32 * max_score) as f64 - 0.1;
@@ -156,7 +157,7 @@ impl Model {
                 score64[i] = p.score as f64;
             }
         }
-        if let Some(u) = unk_id {
+        if let Some(u) = unk_edge {
             score32[u as usize] = unk_score;
             score64[u as usize] = unk_score as f64;
         }
@@ -203,6 +204,7 @@ impl Model {
             is_user,
             matchable,
             unk_id,
+            unk_edge,
             unk_rule,
             byte_pieces,
             max_edge,
@@ -247,6 +249,19 @@ impl Model {
     pub fn unk_id(&self) -> Option<u32> {
         self.unk_id
     }
+    /// The label of UNK edges (see the field); `None` when the model has no unknown rule.
+    pub fn unk_edge(&self) -> Option<u32> {
+        self.unk_edge
+    }
+    /// The output id of an edge label: the virtual UNK label becomes -1.
+    #[inline]
+    pub fn out_id(&self, id: u32) -> i32 {
+        if id as usize == self.spec.pieces.len() {
+            -1
+        } else {
+            id as i32
+        }
+    }
     pub fn unk_rule(&self) -> UnkRule {
         self.unk_rule
     }
@@ -285,6 +300,9 @@ impl Model {
     }
     pub fn kind(&self, id: u32) -> Option<PieceKind> {
         self.spec.pieces.get(id as usize).map(|p| p.kind)
+    }
+    pub(crate) fn byte_piece(&self, b: u8) -> Option<u32> {
+        self.byte_pieces.as_ref().map(|t| t[b as usize])
     }
     pub fn piece_to_id(&self, piece: &[u8]) -> Option<u32> {
         self.index.get(piece).copied()
@@ -348,7 +366,7 @@ impl Model {
             UnkRule::NoPieceStarts => !any,
         };
         if need_unk {
-            if let Some(u) = self.unk_id {
+            if let Some(u) = self.unk_edge {
                 f(s + unit, u);
                 return true;
             }
@@ -358,7 +376,7 @@ impl Model {
 
     /// Whether an UNK edge starts at `s` (for parsing id sequences back into paths).
     pub fn unk_edge_at(&self, text: &[u8], s: usize) -> bool {
-        if self.unk_id.is_none() || s >= text.len() {
+        if self.unk_edge.is_none() || s >= text.len() {
             return false;
         }
         let unit = self.unit_len(text, s);
@@ -381,7 +399,7 @@ impl Model {
             return Some(id);
         }
         if self.unk_edge_at(text, s) && s + self.unit_len(text, s) == e {
-            return self.unk_id;
+            return self.unk_edge;
         }
         None
     }
@@ -427,14 +445,14 @@ impl Model {
         let merge = self.merges_unk();
         let mut prev_unk = false;
         for &(s, e, id) in path {
-            if Some(id) == self.unk_id {
+            if Some(id) == self.unk_edge {
                 if let Some(t) = &self.byte_pieces {
                     out.extend(text[s..e].iter().map(|&b| t[b as usize] as i32));
                     prev_unk = false;
                     continue;
                 }
                 if !(prev_unk && merge) {
-                    out.push(id as i32);
+                    out.push(self.out_id(id));
                 }
                 prev_unk = true;
             } else {
@@ -451,7 +469,7 @@ impl Model {
         let mut out: Vec<Vec<u8>> = Vec::with_capacity(path.len());
         let mut prev_unk = false;
         for &(s, e, id) in path {
-            if Some(id) == self.unk_id {
+            if Some(id) == self.unk_edge {
                 if let Some(t) = &self.byte_pieces {
                     for &b in &text[s..e] {
                         out.push(self.spec.pieces[t[b as usize] as usize].piece.clone());

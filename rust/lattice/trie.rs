@@ -35,15 +35,7 @@ impl Trie {
             }
         }
         let sorted: Vec<(&[u8], u32)> = order.iter().map(|&i| keys[i]).collect();
-        let mut b = Builder {
-            units: vec![Unit {
-                base: 1,
-                check: NONE,
-                value: NONE,
-            }],
-            used: vec![true],
-            first_free: 1,
-        };
+        let mut b = Builder::new();
         // Explicit stack instead of recursion: (node, key range, depth).
         let mut stack = vec![(0u32, 0usize, sorted.len(), 0usize)];
         let mut labels: Vec<(u8, usize, usize)> = Vec::new();
@@ -138,22 +130,72 @@ impl Trie {
 struct Builder {
     units: Vec<Unit>,
     used: Vec<bool>,
-    /// Every unit below this index is occupied.
-    first_free: usize,
+    /// Doubly linked list of free slots still worth trying as a first child position.
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    in_list: Vec<bool>,
+    head: u32,
+    tail: u32,
 }
 
+/// Free slots further than this behind the end of the array are dropped from the search
+/// list (as darts-clone closes old blocks): they cost a scan for every later node and rarely
+/// fit, which made large dictionaries (jieba: 350k words) quadratic to build.
+const SEARCH_WINDOW: usize = 4096;
+
 impl Builder {
+    fn new() -> Builder {
+        let mut b = Builder {
+            units: Vec::new(),
+            used: Vec::new(),
+            next: Vec::new(),
+            prev: Vec::new(),
+            in_list: Vec::new(),
+            head: NONE,
+            tail: NONE,
+        };
+        b.ensure(1);
+        b.occupy(0, NONE);
+        b.units[0].base = 1;
+        b
+    }
+
     fn ensure(&mut self, n: usize) {
-        if self.units.len() < n {
-            self.units.resize(
-                n,
-                Unit {
-                    base: 0,
-                    check: NONE,
-                    value: NONE,
-                },
-            );
-            self.used.resize(n, false);
+        while self.units.len() < n {
+            let i = self.units.len() as u32;
+            self.units.push(Unit {
+                base: 0,
+                check: NONE,
+                value: NONE,
+            });
+            self.used.push(false);
+            self.in_list.push(true);
+            self.next.push(NONE);
+            self.prev.push(self.tail);
+            if self.tail == NONE {
+                self.head = i;
+            } else {
+                self.next[self.tail as usize] = i;
+            }
+            self.tail = i;
+        }
+    }
+
+    fn unlink(&mut self, at: usize) {
+        if !self.in_list[at] {
+            return;
+        }
+        self.in_list[at] = false;
+        let (p, n) = (self.prev[at], self.next[at]);
+        if p == NONE {
+            self.head = n;
+        } else {
+            self.next[p as usize] = n;
+        }
+        if n == NONE {
+            self.tail = p;
+        } else {
+            self.prev[n as usize] = p;
         }
     }
 
@@ -162,19 +204,29 @@ impl Builder {
         self.ensure(at + 1);
         self.used[at] = true;
         self.units[at].check = parent;
-        while self.first_free < self.used.len() && self.used[self.first_free] {
-            self.first_free += 1;
-        }
+        self.unlink(at);
     }
 
-    /// Smallest base >= 1 whose slots `base + label` are all free.
+    /// Smallest base >= 1 (among the searched free slots) whose slots `base + label` are all
+    /// free.
     fn find_base(&mut self, labels: &[(u8, usize, usize)]) -> u32 {
         let c0 = labels[0].0 as usize;
-        let mut pos = self.first_free.max(c0 + 1);
+        while self.head != NONE && (self.head as usize) + SEARCH_WINDOW < self.units.len() {
+            self.unlink(self.head as usize);
+        }
+        let mut p = self.head;
         loop {
-            self.ensure(pos + 257);
-            if !self.used[pos] {
+            if p == NONE {
+                // Nothing fits: place the first child just past the end.
+                let pos = self.units.len().max(c0 + 1);
                 let base = pos - c0;
+                self.ensure(base + 257);
+                return base as u32;
+            }
+            let pos = p as usize;
+            if pos > c0 {
+                let base = pos - c0;
+                self.ensure(base + 257);
                 if labels
                     .iter()
                     .all(|&(c, _, _)| !self.used[base + c as usize])
@@ -182,7 +234,7 @@ impl Builder {
                     return base as u32;
                 }
             }
-            pos += 1;
+            p = self.next[pos];
         }
     }
 }

@@ -22,11 +22,26 @@ pub struct Workspace {
     pub(crate) ring64: Vec<f64>,
     /// The decoded path as `(start, end, id)` edges in text order.
     pub path: Vec<(usize, usize, u32)>,
+    /// When set, the single-pass decoders leave the path in `back` only (no `path`), and
+    /// the caller emits ids straight from it with [`emit_from_back`]: 24 bytes per token
+    /// less, which is what keeps a 100 MB line within a few times its size.
+    pub(crate) ids_only: bool,
 }
 
 impl Workspace {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Releases buffers grown by a huge input so a thread does not keep them forever.
+    pub fn trim(&mut self) {
+        const KEEP: usize = 1 << 22;
+        if self.back.capacity() > KEEP {
+            self.back = Vec::new();
+        }
+        if self.path.capacity() > KEEP {
+            self.path = Vec::new();
+        }
     }
 }
 
@@ -93,6 +108,9 @@ pub(crate) fn backtrack(model: &Model, text: &[u8], ws: &mut Workspace) -> Resul
             .unwrap_or(0);
         return Err(model.unsegmentable(text, furthest));
     }
+    if ws.ids_only {
+        return Ok(());
+    }
     let mut e = n;
     while e > 0 {
         let s = e - ws.back[e] as usize;
@@ -103,6 +121,47 @@ pub(crate) fn backtrack(model: &Model, text: &[u8], ws: &mut Workspace) -> Resul
         e = s;
     }
     ws.path.reverse();
+    Ok(())
+}
+
+/// Appends the output ids of the path held in `back` (after a single-pass decoder ran with
+/// `ids_only`), with the same UNK merging and byte fallback as [`Model::emit_ids`].
+pub(crate) fn emit_from_back(
+    model: &Model,
+    text: &[u8],
+    back: &[u16],
+    out: &mut Vec<i32>,
+) -> Result<()> {
+    let start = out.len();
+    let merge = model.merges_unk();
+    let unk = model.unk_edge();
+    // Walking backwards: `next_unk` says whether the token after this one was an UNK.
+    let mut next_unk = false;
+    let mut e = text.len();
+    while e > 0 {
+        let s = e - back[e] as usize;
+        let id = model.edge_id(text, s, e).ok_or_else(|| {
+            crate::Error::Internal(format!("no edge for span {s}..{e} during backtracking"))
+        })?;
+        if Some(id) == unk {
+            if model.byte_fallback() {
+                for &b in text[s..e].iter().rev() {
+                    out.push(model.byte_piece(b).unwrap_or(id) as i32);
+                }
+                next_unk = false;
+            } else {
+                if !(next_unk && merge) {
+                    out.push(model.out_id(id));
+                }
+                next_unk = true;
+            }
+        } else {
+            out.push(model.out_id(id));
+            next_unk = false;
+        }
+        e = s;
+    }
+    out[start..].reverse();
     Ok(())
 }
 

@@ -155,9 +155,7 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || {
-            crate::lattice::loaders_pending::load_sentencepiece(&data)
-        })
+        Unigram::build(py, || crate::lattice::spm::load(&data))
     }
 
     #[classmethod]
@@ -167,7 +165,7 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || crate::lattice::loaders_pending::load_hf_json(&data))
+        Unigram::build(py, || crate::lattice::formats::load_hf_json(&data))
     }
 
     #[classmethod]
@@ -177,9 +175,7 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || {
-            crate::lattice::loaders_pending::load_bytepiece_json(&data)
-        })
+        Unigram::build(py, || crate::lattice::formats::load_bytepiece_json(&data))
     }
 
     #[classmethod]
@@ -189,9 +185,7 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || {
-            crate::lattice::loaders_pending::load_jieba_dict(&data)
-        })
+        Unigram::build(py, || crate::lattice::formats::load_jieba_dict(&data))
     }
 
     /// `pieces`: `(piece, log_prob)` pairs, piece as `str` (or `bytes` when `byte_level`).
@@ -636,14 +630,17 @@ impl Unigram {
         d.set_item("entropy", mg.entropy)?;
         d.set_item("expected_tokens", mg.expected_tokens)?;
         d.set_item("expected_score", mg.expected_score)?;
-        let (ids, counts): (Vec<i32>, Vec<f64>) =
-            mg.piece_counts.iter().map(|&(i, c)| (i as i32, c)).unzip();
+        let (ids, counts): (Vec<i32>, Vec<f64>) = mg
+            .piece_counts
+            .iter()
+            .map(|&(i, c)| (self.model.out_id(i), c))
+            .unzip();
         d.set_item("piece_ids", ids.into_pyarray(py))?;
         d.set_item("piece_counts", counts.into_pyarray(py))?;
         d.set_item("boundary", mg.boundary.into_pyarray(py))?;
         let es: Vec<i64> = mg.edges.iter().map(|e| e.0 as i64).collect();
         let ee: Vec<i64> = mg.edges.iter().map(|e| e.1 as i64).collect();
-        let ei: Vec<i32> = mg.edges.iter().map(|e| e.2 as i32).collect();
+        let ei: Vec<i32> = mg.edges.iter().map(|e| self.model.out_id(e.2)).collect();
         let ep: Vec<f64> = mg.edges.iter().map(|e| e.3).collect();
         d.set_item("edge_start", es.into_pyarray(py))?;
         d.set_item("edge_end", ee.into_pyarray(py))?;
@@ -661,14 +658,15 @@ impl Unigram {
         py: Python<'_>,
         text: &Bound<'_, PyAny>,
         alpha: f64,
-    ) -> PyResult<Vec<(u32, usize, f64)>> {
+    ) -> PyResult<Vec<(i32, usize, f64)>> {
         let t = text_arg(text, "text")?;
         let m = self.model.clone();
         guarded(py, || {
             check_alpha(alpha)?;
             let prepared = m.prepare(t.bytes())?;
             let lat = Lattice::build(&m, &prepared)?;
-            marginals::prefix_candidates(&m, &prepared, &lat, &m.weights(alpha))
+            let c = marginals::prefix_candidates(&m, &prepared, &lat, &m.weights(alpha))?;
+            Ok(c.into_iter().map(|(i, s, p)| (m.out_id(i), s, p)).collect())
         })
     }
 }
