@@ -14,7 +14,7 @@ fi
 VPY=.venv/bin/python
 "$VPY" -m pip install -q --disable-pip-version-check "pip>=23,<27" "maturin>=1.7,<2"
 rm -rf target/wheels
-.venv/bin/maturin build -q --profile "$profile" --interpreter "$VPY" -o target/wheels
+"$VPY" -m maturin build -q --profile "$profile" --interpreter "$VPY" -o target/wheels
 wheel=$(ls target/wheels/probcraft-*.whl)
 "$VPY" -m pip install -q --disable-pip-version-check "${wheel}[${extras}]"
 # The same version may already be installed from an earlier build: force this one in.

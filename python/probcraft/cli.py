@@ -417,10 +417,8 @@ def cmd_encode(a: argparse.Namespace) -> int:
             lines = np.array([i for i, _, _ in batch], dtype=np.int64)
             texts = [t for _, t in good]
             indices = np.array([i for i, _ in good], dtype=np.int64)
-            ids, offs = model.encode_batch(
-                texts, alpha=a.alpha, seed=a.seed, method=a.method, num_threads=a.threads,
-                flat=True, indices=indices,
-            )
+            ids, offs = _encode_indexed(model, texts, indices, alpha=a.alpha, seed=a.seed,
+                                        method=a.method, num_threads=a.threads)
             ids, offs = _add_specials(ids, offs, a.bos, a.eos)
             # Re-insert rows for skipped lines (empty) so that row r is input line lines[r].
             valid = np.array([err is None for _, _, err in batch], dtype=bool)
@@ -449,6 +447,26 @@ def cmd_encode(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _encode_indexed(model: Any, texts: list[str], indices: np.ndarray,
+                    **kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``encode_batch`` where text ``k`` uses stream ``(seed, indices[k])``.
+
+    Indices are contiguous except around skipped lines, so this is one call per run.
+    """
+    if len(texts) == 0:
+        return np.zeros(0, np.int32), np.zeros(1, np.int64)
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(texts)]])
+    parts = [model.encode_batch(texts[s:e], flat=True, stream_offset=int(indices[s]), **kw)
+             for s, e in zip(starts, ends)]
+    if len(parts) == 1:
+        return parts[0]
+    ids = np.concatenate([p[0] for p in parts])
+    lens = np.concatenate([np.diff(p[1]) for p in parts])
+    return ids, np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
 
 
 def _add_specials(ids: np.ndarray, offs: np.ndarray, bos: Optional[int],
@@ -567,19 +585,28 @@ def cmd_entropy(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from . import Unigram
+    from .train import to_sentencepiece, train
 
     out = pathlib.Path(a.output)
-    model = Unigram.train(
+    fmt = a.format
+    if fmt == "auto":
+        fmt = "probcraft" if a.byte_level else "sentencepiece"
+    if fmt == "sentencepiece" and a.byte_level:
+        raise ValueError("byte-level models have non-UTF-8 pieces and cannot be saved as a "
+                         "SentencePiece .model; use --format probcraft")
+    t0 = time.perf_counter()
+    model = train(
         a.input, a.vocab_size, byte_level=a.byte_level, max_piece_length=a.max_piece_length,
         character_coverage=a.character_coverage, user_defined=tuple(a.user_defined or ()),
-        num_threads=a.threads, seed=a.seed, progress=not a.quiet,
+        num_threads=a.threads, seed=a.seed, progress=not a.quiet, files=True,
     )
     with _AtomicFiles(out) as files:
-        data = model.to_sentencepiece() if a.format == "sentencepiece" else model.to_bytes()
+        data = to_sentencepiece(model) if fmt == "sentencepiece" else model.to_bytes()
         files.tmp(0).write_bytes(data)
         files.commit()
-    print(f"trained {model.vocab_size} pieces -> {out}", file=sys.stderr)
+    if not a.quiet:
+        print(f"trained {model.vocab_size} pieces in {time.perf_counter() - t0:.2f} s -> {out} "
+              f"({fmt} format)", file=sys.stderr)
     return 0
 
 
@@ -603,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input", "-i", nargs="+", required=True, help="text files, one sentence a line")
     t.add_argument("--vocab-size", type=int, required=True)
     t.add_argument("--output", "-o", required=True)
-    t.add_argument("--format", choices=["sentencepiece", "probcraft"], default="sentencepiece")
+    t.add_argument("--format", choices=["auto", "sentencepiece", "probcraft"], default="auto",
+                   help="auto: SentencePiece .model, or probcraft's own format when byte-level")
     t.add_argument("--byte-level", action="store_true")
     t.add_argument("--max-piece-length", type=int, default=16)
     t.add_argument("--character-coverage", type=float, default=0.9995)

@@ -116,6 +116,44 @@ class Unigram:
         """
         return cls(_core.Unigram.from_pieces(list(pieces), unk=unk, byte_level=byte_level))
 
+    @staticmethod
+    def train(corpus: Any, vocab_size: int, **kwargs: Any) -> "Unigram":
+        """Trains a model; see :func:`probcraft.train.train` for every option.
+
+        >>> m = Unigram.train(["the cat sat on the mat"] * 50, 30, progress=False)
+        >>> m.vocab_size
+        30
+        """
+        from .train import train
+
+        return train(corpus, vocab_size, **kwargs)
+
+    def to_sentencepiece(self) -> bytes:
+        """A SentencePiece ``.model`` (protobuf) the ``sentencepiece`` wheel loads and encodes
+        exactly as this model does. Byte-level models cannot be expressed and raise
+        ``ValueError``."""
+        return _core._vocab_to_sentencepiece(self.to_bytes())
+
+    def info(self) -> dict[str, Any]:
+        """Size, special ids, normaliser settings and piece-type counts of the model."""
+        data = self.to_bytes()
+        info: dict[str, Any] = {"vocab_size": self.vocab_size}
+        info.update(_core._load_vocab_info("probcraft", data))
+        names = {1: "normal", 2: "unknown", 3: "control", 4: "user_defined", 5: "unused",
+                 6: "byte"}
+        counts: dict[str, int] = {}
+        scores = []
+        for _, score, kind in _core._load_vocab("probcraft", data):
+            name = names.get(kind, str(kind))
+            counts[name] = counts.get(name, 0) + 1
+            if kind == 1:
+                scores.append(score)
+        info["piece_types"] = counts
+        if scores:
+            info["normal_score_range"] = [min(scores), max(scores)]
+        info["serialized_bytes"] = len(data)
+        return info
+
     @classmethod
     def from_bytes(cls, data: bytes) -> "Unigram":
         """Inverse of :meth:`to_bytes` (probcraft's own vocabulary format)."""
