@@ -15,6 +15,7 @@ pub mod error;
 pub mod parallel;
 pub mod rng;
 pub mod simd;
+pub mod simplex;
 
 #[cfg(feature = "python")]
 mod python;
