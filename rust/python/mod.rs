@@ -10,6 +10,7 @@ use pyo3::types::PyDict;
 use crate::error::{catch_panic, Error};
 
 mod pickle;
+mod simplex;
 mod streams;
 use crate::{parallel, rng, simd};
 
@@ -137,5 +138,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(derive_seed, m)?)?;
     m.add_function(wrap_pyfunction!(_parallel_probe, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    simplex::register(m)?;
     Ok(())
 }
