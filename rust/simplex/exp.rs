@@ -110,29 +110,25 @@ macro_rules! scalar_kernels {
         }
 
         fn $ess(x: &[$t], m: $t, c: $t, out: &mut [$t]) -> f64 {
-            let mut acc = [0.0 as $t; 4];
-            let mut s = 0.0f64;
+            let mut acc = [0.0f64; 4];
             for (xs, os) in x.chunks(4).zip(out.chunks_mut(4)) {
                 for k in 0..xs.len() {
                     let e = $exp((xs[k] - m) * c);
                     os[k] = e;
-                    acc[k] += e;
+                    acc[k] += e as f64;
                 }
             }
-            for a in acc {
-                s += a as f64;
-            }
-            s
+            acc.iter().sum()
         }
 
         fn $es(x: &[$t], m: $t, c: $t) -> f64 {
-            let mut acc = [0.0 as $t; 4];
+            let mut acc = [0.0f64; 4];
             for xs in x.chunks(4) {
                 for k in 0..xs.len() {
-                    acc[k] += $exp((xs[k] - m) * c);
+                    acc[k] += $exp((xs[k] - m) * c) as f64;
                 }
             }
-            acc.iter().map(|&a| a as f64).sum()
+            acc.iter().sum()
         }
     };
 }
@@ -260,11 +256,13 @@ mod avx2 {
         _mm256_andnot_pd(under, res)
     }
 
+    /// Adds the 8 float32 lanes of `e` into 4 float64 lanes (sums stay exact to f64 rounding,
+    /// so forced-scalar and SIMD runs agree and long rows lose nothing to float32 sums).
     #[inline(always)]
-    unsafe fn hsum_ps(v: __m256) -> f64 {
-        let mut a = [0f32; 8];
-        _mm256_storeu_ps(a.as_mut_ptr(), v);
-        a.iter().map(|&x| x as f64).sum()
+    unsafe fn acc_ps(acc: __m256d, e: __m256) -> __m256d {
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(e));
+        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e));
+        _mm256_add_pd(acc, _mm256_add_pd(lo, hi))
     }
 
     #[inline(always)]
@@ -343,7 +341,7 @@ mod avx2 {
         let n = x.len();
         let (p, q) = (x.as_ptr(), out.as_mut_ptr());
         let (vm, vc) = (_mm256_set1_ps(m), _mm256_set1_ps(c));
-        let mut s0 = _mm256_setzero_ps();
+        let mut s0 = _mm256_setzero_pd();
         let mut s1 = s0;
         let mut i = 0;
         while i + 16 <= n {
@@ -354,17 +352,17 @@ mod avx2 {
             ));
             _mm256_storeu_ps(q.add(i), e0);
             _mm256_storeu_ps(q.add(i + 8), e1);
-            s0 = _mm256_add_ps(s0, e0);
-            s1 = _mm256_add_ps(s1, e1);
+            s0 = acc_ps(s0, e0);
+            s1 = acc_ps(s1, e1);
             i += 16;
         }
         while i + 8 <= n {
             let e0 = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm), vc));
             _mm256_storeu_ps(q.add(i), e0);
-            s0 = _mm256_add_ps(s0, e0);
+            s0 = acc_ps(s0, e0);
             i += 8;
         }
-        let mut s = hsum_ps(_mm256_add_ps(s0, s1));
+        let mut s = hsum_pd(_mm256_add_pd(s0, s1));
         for j in i..n {
             let e = exp_neg_f32((x[j] - m) * c);
             out[j] = e;
@@ -378,7 +376,7 @@ mod avx2 {
         let n = x.len();
         let p = x.as_ptr();
         let (vm, vc) = (_mm256_set1_ps(m), _mm256_set1_ps(c));
-        let mut s0 = _mm256_setzero_ps();
+        let mut s0 = _mm256_setzero_pd();
         let mut s1 = s0;
         let mut i = 0;
         while i + 16 <= n {
@@ -387,18 +385,18 @@ mod avx2 {
                 _mm256_sub_ps(_mm256_loadu_ps(p.add(i + 8)), vm),
                 vc,
             ));
-            s0 = _mm256_add_ps(s0, e0);
-            s1 = _mm256_add_ps(s1, e1);
+            s0 = acc_ps(s0, e0);
+            s1 = acc_ps(s1, e1);
             i += 16;
         }
         while i + 8 <= n {
-            s0 = _mm256_add_ps(
+            s0 = acc_ps(
                 s0,
                 exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm), vc)),
             );
             i += 8;
         }
-        let mut s = hsum_ps(_mm256_add_ps(s0, s1));
+        let mut s = hsum_pd(_mm256_add_pd(s0, s1));
         for &v in &x[i..] {
             s += exp_neg_f32((v - m) * c) as f64;
         }

@@ -6,8 +6,8 @@
 //! (the online-softmax recurrence, but per block, so the rescaling costs one scalar `exp` per
 //! block rather than per element). A final pass multiplies each block by
 //! `exp(block_max − max) / sum`. Small rows are a single block, so the data is read from
-//! memory once and written once, with one vector `exp` per element. Summing in float32 stays
-//! within one block (≤ 2048 terms over 16 lanes), the rest is f64.
+//! memory once and written once, with one vector `exp` per element. Sums are accumulated in f64
+//! lanes (a float32 sum over a long row would lose ~√n·eps).
 //!
 //! Special values (documented in `python/probcraft/softmax.py`): `−∞` entries get 0; a row of
 //! only `−∞` is NaN (as scipy and torch); `+∞` entries share the mass equally (the limit),
