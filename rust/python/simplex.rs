@@ -17,7 +17,9 @@ use super::guarded;
 use crate::simplex::losses::{self, Loss, Reduction};
 use crate::simplex::perturb::Noise;
 use crate::simplex::sparsity::Measure;
-use crate::simplex::{entmax, layout::RowSpec, perturb, softmax, sparsemax, sparsity, taylor, topk};
+use crate::simplex::{
+    entmax, layout::RowSpec, perturb, softmax, sparsemax, sparsity, taylor, topk,
+};
 use crate::simplex::{Float, Params};
 
 /// Runs a shape-preserving kernel into `out` (if given) or a fresh array.
@@ -49,7 +51,11 @@ fn map2_into<'py, T: Float + Element>(
     py: Python<'py>,
     y: &Bound<'py, PyArrayDyn<T>>,
     g: &Bound<'py, PyAny>,
-    f: impl FnOnce(&ArrayViewD<'_, T>, &ArrayViewD<'_, T>, &mut ArrayViewMutD<'_, T>) -> crate::Result<()>
+    f: impl FnOnce(
+            &ArrayViewD<'_, T>,
+            &ArrayViewD<'_, T>,
+            &mut ArrayViewMutD<'_, T>,
+        ) -> crate::Result<()>
         + Send,
 ) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     let g = g
@@ -141,7 +147,7 @@ fn _sm_logsumexp<'py>(
             softmax::logsumexp::<T>(&xv, axis, &mut v, num_threads)?;
             Ok(v)
         })?;
-        Ok(v.into_pyarray(py).reshape(IxDyn(&shape))?)
+        v.into_pyarray(py).reshape(IxDyn(&shape))
     }
     dispatch!(x, |a: T| go::<T>(py, a, axis, num_threads))
 }
@@ -159,16 +165,20 @@ fn _sm_vjp<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let p = param.as_slice()?;
     let kind = kind.to_string();
-    dispatch!(y, |a: T| map2_into(py, a, grad, |yv, gv, ov| match kind.as_str() {
-        "softmax" => softmax::softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads),
-        "log_softmax" => softmax::log_softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads),
-        "topk_softmax" => softmax::softmax_vjp::<T>(yv, gv, axis, Params::ONE, ov, num_threads),
-        "sparsemax" => sparsemax::sparsemax_vjp::<T>(yv, gv, axis, ov, num_threads),
-        "entmax15" => entmax::entmax15_vjp::<T>(yv, gv, axis, ov, num_threads),
-        "taylor_softmax" => {
-            taylor::taylor_softmax_vjp::<T>(yv, gv, axis, p[0] as usize, ov, num_threads)
+    dispatch!(y, |a: T| map2_into(py, a, grad, |yv, gv, ov| {
+        match kind.as_str() {
+            "softmax" => softmax::softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads),
+            "log_softmax" => {
+                softmax::log_softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads)
+            }
+            "topk_softmax" => softmax::softmax_vjp::<T>(yv, gv, axis, Params::ONE, ov, num_threads),
+            "sparsemax" => sparsemax::sparsemax_vjp::<T>(yv, gv, axis, ov, num_threads),
+            "entmax15" => entmax::entmax15_vjp::<T>(yv, gv, axis, ov, num_threads),
+            "taylor_softmax" => {
+                taylor::taylor_softmax_vjp::<T>(yv, gv, axis, p[0] as usize, ov, num_threads)
+            }
+            other => Err(crate::Error::invalid(format!("unknown map {other:?}"))),
         }
-        other => Err(crate::Error::invalid(format!("unknown map {other:?}"))),
     }))
 }
 
@@ -184,15 +194,9 @@ fn _sm_perturbmax_vjp<'py>(
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let noise = Noise::parse(noise).map_err(super::to_pyerr)?;
-    dispatch!(x, |a: T| map2_into(py, a, grad, |xv, gv, ov| perturb::perturbmax_vjp::<T>(
-        xv,
-        gv,
-        axis,
-        noise,
-        n_points,
-        ov,
-        num_threads
-    )))
+    dispatch!(x, |a: T| map2_into(py, a, grad, |xv, gv, ov| {
+        perturb::perturbmax_vjp::<T>(xv, gv, axis, noise, n_points, ov, num_threads)
+    }))
 }
 
 #[pyfunction]
@@ -205,13 +209,9 @@ fn _sm_logsumexp_vjp<'py>(
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let g = grad.as_slice()?;
-    dispatch!(x, |a: T| map_into(py, a, None, |xv, ov| softmax::logsumexp_vjp::<T>(
-        xv,
-        g,
-        axis,
-        ov,
-        num_threads
-    )))
+    dispatch!(x, |a: T| map_into(py, a, None, |xv, ov| {
+        softmax::logsumexp_vjp::<T>(xv, g, axis, ov, num_threads)
+    }))
 }
 
 #[pyfunction]
@@ -225,24 +225,15 @@ fn _sm_entmax_vjp<'py>(
     num_threads: Option<usize>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let al = alpha.as_slice()?;
-    let n_rows: usize = outer_shape(
-        y.cast::<numpy::PyUntypedArray>()?.shape(),
-        axis,
-    )?
-    .iter()
-    .product();
+    let n_rows: usize = outer_shape(y.cast::<numpy::PyUntypedArray>()?.shape(), axis)?
+        .iter()
+        .product();
     let mut ga = vec![0.0f64; n_rows];
     let gx = {
         let gref = &mut ga;
-        dispatch!(y, |a: T| map2_into(py, a, grad, |yv, gv, ov| entmax::entmax_vjp::<T>(
-            yv,
-            gv,
-            axis,
-            Params(al),
-            ov,
-            Some(gref),
-            num_threads
-        )))?
+        dispatch!(y, |a: T| map2_into(py, a, grad, |yv, gv, ov| {
+            entmax::entmax_vjp::<T>(yv, gv, axis, Params(al), ov, Some(gref), num_threads)
+        }))?
     };
     Ok((gx, ga.into_pyarray(py).into_any()))
 }
@@ -264,14 +255,18 @@ fn _sm_map<'py>(
     let p = param.as_slice()?;
     let noise = Noise::parse(noise).map_err(super::to_pyerr)?;
     let kind = kind.to_string();
-    dispatch!(x, |a: T| map_into(py, a, out, |xv, ov| match kind.as_str() {
-        "sparsemax" => sparsemax::sparsemax::<T>(xv, axis, ov, num_threads),
-        "entmax15" => entmax::entmax15::<T>(xv, axis, ov, num_threads),
-        "entmax" => entmax::entmax::<T>(xv, axis, Params(p), ov, num_threads),
-        "topk_softmax" => topk::topk_softmax::<T>(xv, axis, Params(p), ov, num_threads),
-        "taylor_softmax" => taylor::taylor_softmax::<T>(xv, axis, p[0] as usize, ov, num_threads),
-        "perturbmax" => perturb::perturbmax::<T>(xv, axis, noise, n_points, ov, num_threads),
-        other => Err(crate::Error::invalid(format!("unknown map {other:?}"))),
+    dispatch!(x, |a: T| map_into(py, a, out, |xv, ov| {
+        match kind.as_str() {
+            "sparsemax" => sparsemax::sparsemax::<T>(xv, axis, ov, num_threads),
+            "entmax15" => entmax::entmax15::<T>(xv, axis, ov, num_threads),
+            "entmax" => entmax::entmax::<T>(xv, axis, Params(p), ov, num_threads),
+            "topk_softmax" => topk::topk_softmax::<T>(xv, axis, Params(p), ov, num_threads),
+            "taylor_softmax" => {
+                taylor::taylor_softmax::<T>(xv, axis, p[0] as usize, ov, num_threads)
+            }
+            "perturbmax" => perturb::perturbmax::<T>(xv, axis, noise, n_points, ov, num_threads),
+            other => Err(crate::Error::invalid(format!("unknown map {other:?}"))),
+        }
     }))
 }
 
@@ -295,8 +290,8 @@ fn _sm_sparsity<'py>(
         "renyi" => Measure::Renyi { order },
         other => {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "unknown sparsity measure {other:?}; expected 'mean_max', 'l1_lp', 's_star' or 'renyi'"
-            )))
+            "unknown sparsity measure {other:?}; expected 'mean_max', 'l1_lp', 's_star' or 'renyi'"
+        )))
         }
     };
     fn go<'py, T: Float + Element>(
@@ -315,7 +310,7 @@ fn _sm_sparsity<'py>(
             sparsity::sparsity::<T>(&xv, axis, m, &mut v, num_threads)?;
             Ok(v)
         })?;
-        Ok(v.into_pyarray(py).reshape(IxDyn(&shape))?)
+        v.into_pyarray(py).reshape(IxDyn(&shape))
     }
     dispatch!(x, |a: T| go::<T>(py, a, axis, m, num_threads))
 }
@@ -413,11 +408,33 @@ fn _sm_loss<'py>(
         Ok((l.into_pyarray(py).into_any(), c, g.map(|g| g.into_any())))
     }
     if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
-        go::<f32>(py, a, t, axis, loss, ignore_index, red, return_grad, num_threads)
+        go::<f32>(
+            py,
+            a,
+            t,
+            axis,
+            loss,
+            ignore_index,
+            red,
+            return_grad,
+            num_threads,
+        )
     } else if let Ok(a) = x.cast::<PyArrayDyn<f64>>() {
-        go::<f64>(py, a, t, axis, loss, ignore_index, red, return_grad, num_threads)
+        go::<f64>(
+            py,
+            a,
+            t,
+            axis,
+            loss,
+            ignore_index,
+            red,
+            return_grad,
+            num_threads,
+        )
     } else {
-        Err(PyTypeError::new_err("expected a float32 or float64 numpy array"))
+        Err(PyTypeError::new_err(
+            "expected a float32 or float64 numpy array",
+        ))
     }
 }
 

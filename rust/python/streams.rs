@@ -30,7 +30,9 @@ impl Streams {
 
 fn check_n(n: usize) -> crate::Result<()> {
     if n > MAX_DRAWS {
-        return Err(Error::Limit(format!("n={n} exceeds the limit of 2**28 draws")));
+        return Err(Error::Limit(format!(
+            "n={n} exceeds the limit of 2**28 draws"
+        )));
     }
     Ok(())
 }

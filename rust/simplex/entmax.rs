@@ -126,7 +126,7 @@ pub fn entmax_bisect_row<T: Float>(
             hi = s;
         }
         let mut next = s - f / df;
-        if !(next > lo && next < hi) || !next.is_finite() {
+        if !(next > lo && next < hi && next.is_finite()) {
             next = 0.5 * (lo + hi);
         }
         let done = (next - s).abs() <= 4.0 * f64::EPSILON * (1.0 + s.abs()) || hi - lo <= 1e-300;
@@ -139,7 +139,11 @@ pub fn entmax_bisect_row<T: Float>(
     let mut total = 0.0;
     for ui in u.iter_mut() {
         let r = *ui / t;
-        *ui = if r > -1.0 { (s + beta * r.ln_1p()).exp() } else { 0.0 };
+        *ui = if r > -1.0 {
+            (s + beta * r.ln_1p()).exp()
+        } else {
+            0.0
+        };
         total += *ui;
     }
     out.fill(T::ZERO);
@@ -303,13 +307,20 @@ mod tests {
     #[test]
     fn bisect_agrees_with_exact_cases() {
         let mut w = Work::<f64>::new();
-        let x: Vec<f64> = (0..50).map(|i| ((i * 37) % 17) as f64 * 0.3 - 2.0).collect();
+        let x: Vec<f64> = (0..50)
+            .map(|i| ((i * 37) % 17) as f64 * 0.3 - 2.0)
+            .collect();
         let mut exact = vec![0.0; 50];
         let mut gen = vec![0.0; 50];
         entmax15_row(&x, &mut exact, &mut w.f);
         entmax_bisect_row(&x, 1.5, &mut gen, &mut w.f, &mut w.idx);
         for i in 0..50 {
-            assert!((exact[i] - gen[i]).abs() < 1e-13, "{i}: {} {}", exact[i], gen[i]);
+            assert!(
+                (exact[i] - gen[i]).abs() < 1e-13,
+                "{i}: {} {}",
+                exact[i],
+                gen[i]
+            );
         }
         sparsemax_row(&x, &mut exact, &mut w.f);
         entmax_bisect_row(&x, 2.0, &mut gen, &mut w.f, &mut w.idx);
@@ -332,7 +343,10 @@ mod tests {
                 let mut o = vec![0.0f32; 300];
                 entmax_row(&x, alpha, &mut o, &mut w);
                 let s: f32 = o.iter().sum();
-                assert!(o.iter().all(|v| v.is_finite() && *v >= 0.0), "alpha {alpha}");
+                assert!(
+                    o.iter().all(|v| v.is_finite() && *v >= 0.0),
+                    "alpha {alpha}"
+                );
                 assert!((s - 1.0).abs() < 1e-5, "alpha {alpha} sum {s}");
             }
         }

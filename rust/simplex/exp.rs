@@ -22,7 +22,7 @@ use crate::simd::{level, Level};
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 
 const F32_LO: f32 = -87.336_55; // ln(2^-126), smallest normal result
-// ln 2 split so that n·HI is exact for |n| < 2^12 even without FMA (HI has 12 significant bits).
+                                // ln 2 split so that n·HI is exact for |n| < 2^12 even without FMA (HI has 12 significant bits).
 const F32_LN2_HI: f32 = 0.693_359_4;
 const F32_LN2_LO: f32 = -2.121_944_4e-4;
 const F32_C: [f32; 5] = [
@@ -133,8 +133,20 @@ macro_rules! scalar_kernels {
     };
 }
 
-scalar_kernels!(f32, exp_neg_f32, max_f32_scalar, ess_f32_scalar, es_f32_scalar);
-scalar_kernels!(f64, exp_neg_f64, max_f64_scalar, ess_f64_scalar, es_f64_scalar);
+scalar_kernels!(
+    f32,
+    exp_neg_f32,
+    max_f32_scalar,
+    ess_f32_scalar,
+    es_f32_scalar
+);
+scalar_kernels!(
+    f64,
+    exp_neg_f64,
+    max_f64_scalar,
+    ess_f64_scalar,
+    es_f64_scalar
+);
 
 #[inline(always)]
 fn use_avx2() -> bool {
@@ -345,7 +357,10 @@ mod avx2 {
         let mut s1 = s0;
         let mut i = 0;
         while i + 16 <= n {
-            let e0 = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm), vc));
+            let e0 = exp_ps(_mm256_mul_ps(
+                _mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm),
+                vc,
+            ));
             let e1 = exp_ps(_mm256_mul_ps(
                 _mm256_sub_ps(_mm256_loadu_ps(p.add(i + 8)), vm),
                 vc,
@@ -357,7 +372,10 @@ mod avx2 {
             i += 16;
         }
         while i + 8 <= n {
-            let e0 = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm), vc));
+            let e0 = exp_ps(_mm256_mul_ps(
+                _mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm),
+                vc,
+            ));
             _mm256_storeu_ps(q.add(i), e0);
             s0 = acc_ps(s0, e0);
             i += 8;
@@ -380,7 +398,10 @@ mod avx2 {
         let mut s1 = s0;
         let mut i = 0;
         while i + 16 <= n {
-            let e0 = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm), vc));
+            let e0 = exp_ps(_mm256_mul_ps(
+                _mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm),
+                vc,
+            ));
             let e1 = exp_ps(_mm256_mul_ps(
                 _mm256_sub_ps(_mm256_loadu_ps(p.add(i + 8)), vm),
                 vc,
@@ -392,7 +413,10 @@ mod avx2 {
         while i + 8 <= n {
             s0 = acc_ps(
                 s0,
-                exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm), vc)),
+                exp_ps(_mm256_mul_ps(
+                    _mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm),
+                    vc,
+                )),
             );
             i += 8;
         }
@@ -412,7 +436,10 @@ mod avx2 {
         let mut s1 = s0;
         let mut i = 0;
         while i + 8 <= n {
-            let e0 = exp_pd(_mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(p.add(i)), vm), vc));
+            let e0 = exp_pd(_mm256_mul_pd(
+                _mm256_sub_pd(_mm256_loadu_pd(p.add(i)), vm),
+                vc,
+            ));
             let e1 = exp_pd(_mm256_mul_pd(
                 _mm256_sub_pd(_mm256_loadu_pd(p.add(i + 4)), vm),
                 vc,
@@ -441,7 +468,10 @@ mod avx2 {
         let mut s1 = s0;
         let mut i = 0;
         while i + 8 <= n {
-            let e0 = exp_pd(_mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(p.add(i)), vm), vc));
+            let e0 = exp_pd(_mm256_mul_pd(
+                _mm256_sub_pd(_mm256_loadu_pd(p.add(i)), vm),
+                vc,
+            ));
             let e1 = exp_pd(_mm256_mul_pd(
                 _mm256_sub_pd(_mm256_loadu_pd(p.add(i + 4)), vm),
                 vc,
@@ -499,7 +529,10 @@ mod tests {
         let s1 = exp_store_sum_f32(&x32, 0.0, 1.0, &mut o1);
         let o2: Vec<f32> = x32.iter().map(|&v| exp_neg_f32(v)).collect();
         for (a, b) in o1.iter().zip(&o2) {
-            assert!(ulp_err32(*a, *b as f64) <= 2.0 || (*a == 0.0 && *b < 2e-38), "{a} {b}");
+            assert!(
+                ulp_err32(*a, *b as f64) <= 2.0 || (*a == 0.0 && *b < 2e-38),
+                "{a} {b}"
+            );
         }
         let s2: f64 = o2.iter().map(|&v| v as f64).sum();
         assert!((s1 - s2).abs() <= 1e-6 * s2);

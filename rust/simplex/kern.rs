@@ -138,7 +138,11 @@ mod tests {
     fn reductions() {
         let a: Vec<f32> = (0..37).map(|i| i as f32).collect();
         let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.5).collect();
-        let d: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64) * (*y as f64)).sum();
+        let d: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64) * (*y as f64))
+            .sum();
         assert_eq!(dot(&a, &b), d);
         assert_eq!(sum(&a), 666.0);
         let mut o = a.clone();

@@ -94,7 +94,13 @@ impl<'a> Params<'a> {
     }
 
     /// Checks the length against the number of rows and every value with `ok`.
-    pub fn check(&self, n_rows: usize, name: &str, ok: impl Fn(f64) -> bool, what: &str) -> Result<()> {
+    pub fn check(
+        &self,
+        n_rows: usize,
+        name: &str,
+        ok: impl Fn(f64) -> bool,
+        what: &str,
+    ) -> Result<()> {
         if self.0.len() != 1 && self.0.len() != n_rows {
             return Err(Error::invalid(format!(
                 "{name} has {} values; expected 1 or one per row ({n_rows})",
@@ -127,7 +133,13 @@ unsafe impl<T: Send> Send for Rows<T> {}
 unsafe impl<T: Sync> Sync for Rows<T> {}
 
 impl<T: Float> Rows<T> {
-    fn build(ptr: *mut T, shape: &[usize], strides: &[isize], spec: &RowSpec, writable: bool) -> Result<Self> {
+    fn build(
+        ptr: *mut T,
+        shape: &[usize],
+        strides: &[isize],
+        spec: &RowSpec,
+        writable: bool,
+    ) -> Result<Self> {
         let (shape, strides): (Vec<usize>, Vec<isize>) = if shape.is_empty() {
             (vec![1], vec![1])
         } else {
@@ -142,7 +154,8 @@ impl<T: Float> Rows<T> {
         let axis = spec.axis;
         if writable
             && !shape.contains(&0)
-            && shape.iter().zip(&strides).any(|(&d, &s)| d > 1 && s == 0) {
+            && shape.iter().zip(&strides).any(|(&d, &s)| d > 1 && s == 0)
+        {
             return Err(Error::invalid(
                 "output array has overlapping (zero-stride) elements",
             ));
@@ -303,13 +316,15 @@ pub(crate) fn run_rows<T: Float>(
         return Ok(());
     }
     parallel::run(threads, n_tasks, || {
-        (0..n_tasks).into_par_iter().try_for_each_init(Work::new, |w, t| {
-            let end = ((t + 1) * rows_per_task).min(n_rows);
-            for r in t * rows_per_task..end {
-                f(r, w)?;
-            }
-            Ok(())
-        })
+        (0..n_tasks)
+            .into_par_iter()
+            .try_for_each_init(Work::new, |w, t| {
+                let end = ((t + 1) * rows_per_task).min(n_rows);
+                for r in t * rows_per_task..end {
+                    f(r, w)?;
+                }
+                Ok(())
+            })
     })?
 }
 
@@ -406,18 +421,28 @@ mod tests {
 
     #[test]
     fn rows_along_every_axis() {
-        let x = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| (i[0] * 100 + i[1] * 10 + i[2]) as f64);
+        let x = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| {
+            (i[0] * 100 + i[1] * 10 + i[2]) as f64
+        });
         for axis in 0..3 {
             let mut out = ArrayD::zeros(IxDyn(&[2, 3, 4]));
-            map_rows(&x.view(), axis, &mut out.view_mut(), Some(1), |_, r, o, _| {
-                let s: f64 = r.iter().sum();
-                for (a, b) in o.iter_mut().zip(r) {
-                    *a = *b - s;
-                }
-                Ok(())
-            })
+            map_rows(
+                &x.view(),
+                axis,
+                &mut out.view_mut(),
+                Some(1),
+                |_, r, o, _| {
+                    let s: f64 = r.iter().sum();
+                    for (a, b) in o.iter_mut().zip(r) {
+                        *a = *b - s;
+                    }
+                    Ok(())
+                },
+            )
             .unwrap();
-            let s = x.sum_axis(ndarray::Axis(axis)).insert_axis(ndarray::Axis(axis));
+            let s = x
+                .sum_axis(ndarray::Axis(axis))
+                .insert_axis(ndarray::Axis(axis));
             assert_eq!(out, &x - &s);
         }
         let t = x.t();

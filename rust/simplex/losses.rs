@@ -30,13 +30,25 @@ use crate::error::{Error, Result};
 pub enum Loss<'a> {
     CrossEntropy,
     /// `margin` subtracted from the target's cosine, logits scaled by `scale` (= 1/τ).
-    Margin { margin: f64, scale: f64 },
-    TopK { k: Params<'a> },
+    Margin {
+        margin: f64,
+        scale: f64,
+    },
+    TopK {
+        k: Params<'a>,
+    },
     Sparsemax,
-    Entmax { alpha: Params<'a> },
-    Tailr { gamma: f64 },
+    Entmax {
+        alpha: Params<'a>,
+    },
+    Tailr {
+        gamma: f64,
+    },
     /// Unit-normalised class embeddings, row-major `n_classes × dim`.
-    Emo { emb: &'a [f64], dim: usize },
+    Emo {
+        emb: &'a [f64],
+        dim: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +79,7 @@ pub fn normalize_embeddings(e: &[f64], dim: usize) -> Result<Vec<f64>> {
     let mut out = e.to_vec();
     for (i, row) in out.chunks_mut(dim).enumerate() {
         let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
-        if !(norm > 0.0) || !norm.is_finite() {
+        if norm.is_nan() || norm <= 0.0 || !norm.is_finite() {
             return Err(Error::invalid(format!(
                 "embedding row {i} has norm {norm}; EMO needs finite, non-zero embeddings"
             )));
@@ -82,7 +94,7 @@ pub fn normalize_embeddings(e: &[f64], dim: usize) -> Result<Vec<f64>> {
 fn check_loss(loss: &Loss<'_>, n_rows: usize, n_classes: usize) -> Result<()> {
     match *loss {
         Loss::Margin { margin, scale } => {
-            if !margin.is_finite() || !(scale > 0.0 && scale.is_finite()) {
+            if !(margin.is_finite() && scale > 0.0 && scale.is_finite()) {
                 return Err(Error::invalid(format!(
                     "margin must be finite and scale positive and finite, got margin={margin}, scale={scale}"
                 )));
@@ -92,7 +104,9 @@ fn check_loss(loss: &Loss<'_>, n_rows: usize, n_classes: usize) -> Result<()> {
         Loss::Entmax { alpha } => check_alpha(&alpha, n_rows)?,
         Loss::Tailr { gamma } => {
             if !(0.0..=1.0).contains(&gamma) {
-                return Err(Error::invalid(format!("gamma must be in [0, 1], got {gamma}")));
+                return Err(Error::invalid(format!(
+                    "gamma must be in [0, 1], got {gamma}"
+                )));
             }
         }
         Loss::Emo { emb, dim } => {
@@ -251,7 +265,12 @@ fn loss_row<T: Float>(
                     .map(|v| v * v.ln())
                     .sum::<f64>()
             } else {
-                let s: f64 = p.iter().map(|v| v.to_f64()).filter(|&v| v > 0.0).map(|v| v.powf(a)).sum();
+                let s: f64 = p
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .filter(|&v| v > 0.0)
+                    .map(|v| v.powf(a))
+                    .sum();
                 (1.0 - s) / (a * (a - 1.0))
             };
             (omega + fy_linear(p, x, t), 1.0)
@@ -275,7 +294,10 @@ fn loss_row<T: Float>(
             softmax::softmax_row(x, T::ONE, p, &mut w.f);
             let et = &emb[t * dim..(t + 1) * dim];
             w.g.clear();
-            w.g.extend(emb.chunks_exact(dim).map(|ei| ei.iter().zip(et).map(|(a, b)| a * b).sum::<f64>()));
+            w.g.extend(
+                emb.chunks_exact(dim)
+                    .map(|ei| ei.iter().zip(et).map(|(a, b)| a * b).sum::<f64>()),
+            );
             let pc: f64 = p.iter().zip(w.g.iter()).map(|(p, c)| p.to_f64() * c).sum();
             // Gradient of 1 − ⟨p, c⟩ through softmax: −p ⊙ (c − ⟨p, c⟩).
             for (v, c) in p.iter_mut().zip(w.g.iter()) {
@@ -305,15 +327,39 @@ mod tests {
     use ndarray::{ArrayD, IxDyn};
 
     fn check_fd(loss: Loss<'_>) {
-        let x = ArrayD::from_shape_fn(IxDyn(&[3, 6]), |i| ((i[0] * 5 + i[1] * 3) % 7) as f64 * 0.4 - 1.0);
+        let x = ArrayD::from_shape_fn(IxDyn(&[3, 6]), |i| {
+            ((i[0] * 5 + i[1] * 3) % 7) as f64 * 0.4 - 1.0
+        });
         let target = [1i64, -100, 4];
         let mut l = vec![0.0; 3];
         let mut g = ArrayD::zeros(IxDyn(&[3, 6]));
-        let c = loss_rows(&x.view(), 1, &target, loss, -100, Reduction::Sum, &mut l, Some(&mut g.view_mut()), Some(1)).unwrap();
+        let c = loss_rows(
+            &x.view(),
+            1,
+            &target,
+            loss,
+            -100,
+            Reduction::Sum,
+            &mut l,
+            Some(&mut g.view_mut()),
+            Some(1),
+        )
+        .unwrap();
         assert_eq!(c, 2);
         let f = |x: &ArrayD<f64>| {
             let mut l = vec![0.0; 3];
-            loss_rows(&x.view(), 1, &target, loss, -100, Reduction::Sum, &mut l, None, Some(1)).unwrap();
+            loss_rows(
+                &x.view(),
+                1,
+                &target,
+                loss,
+                -100,
+                Reduction::Sum,
+                &mut l,
+                None,
+                Some(1),
+            )
+            .unwrap();
             l.iter().sum::<f64>()
         };
         let h = 1e-6;
@@ -324,21 +370,38 @@ mod tests {
                 let mut b = x.clone();
                 b[[r, j]] -= h;
                 let fd = (f(&a) - f(&b)) / (2.0 * h);
-                assert!((fd - g[[r, j]]).abs() < 1e-6, "{loss:?} [{r},{j}]: fd {fd} vs {}", g[[r, j]]);
+                assert!(
+                    (fd - g[[r, j]]).abs() < 1e-6,
+                    "{loss:?} [{r},{j}]: fd {fd} vs {}",
+                    g[[r, j]]
+                );
             }
         }
     }
 
     #[test]
     fn gradients_match_finite_differences() {
-        let emb = normalize_embeddings(&(0..18).map(|i| ((i * 7) % 5) as f64 - 1.5).collect::<Vec<_>>(), 3).unwrap();
+        let emb = normalize_embeddings(
+            &(0..18)
+                .map(|i| ((i * 7) % 5) as f64 - 1.5)
+                .collect::<Vec<_>>(),
+            3,
+        )
+        .unwrap();
         for loss in [
             Loss::CrossEntropy,
-            Loss::Margin { margin: 0.3, scale: 4.0 },
+            Loss::Margin {
+                margin: 0.3,
+                scale: 4.0,
+            },
             Loss::TopK { k: Params(&[3.0]) },
             Loss::Sparsemax,
-            Loss::Entmax { alpha: Params(&[1.5]) },
-            Loss::Entmax { alpha: Params(&[1.3]) },
+            Loss::Entmax {
+                alpha: Params(&[1.5]),
+            },
+            Loss::Entmax {
+                alpha: Params(&[1.3]),
+            },
             Loss::Tailr { gamma: 0.3 },
             Loss::Tailr { gamma: 1.0 },
             Loss::Emo { emb: &emb, dim: 3 },

@@ -130,5 +130,19 @@ macro_rules! float_impl {
     };
 }
 
-float_impl!(f32, 2048, "float32", exp::max_f32, exp::exp_store_sum_f32, exp::exp_sum_f32);
-float_impl!(f64, 1024, "float64", exp::max_f64, exp::exp_store_sum_f64, exp::exp_sum_f64);
+float_impl!(
+    f32,
+    2048,
+    "float32",
+    exp::max_f32,
+    exp::exp_store_sum_f32,
+    exp::exp_sum_f32
+);
+float_impl!(
+    f64,
+    1024,
+    "float64",
+    exp::max_f64,
+    exp::exp_store_sum_f64,
+    exp::exp_sum_f64
+);

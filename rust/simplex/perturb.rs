@@ -232,7 +232,11 @@ pub fn perturbmax_row<T: Float>(
         return;
     };
     xs.clear();
-    xs.extend(x.iter().map(|v| v.to_f64()).filter(|v| *v > f64::NEG_INFINITY));
+    xs.extend(
+        x.iter()
+            .map(|v| v.to_f64())
+            .filter(|v| *v > f64::NEG_INFINITY),
+    );
     xs.sort_unstable_by(|a, b| b.total_cmp(a));
     let (gx, gw) = gauss_legendre(PANEL);
     let panels = k_points.div_ceil(PANEL);
@@ -299,7 +303,11 @@ pub fn perturbmax_vjp_row<T: Float>(
 ) {
     let Some(m) = special_or_max(x, out) else {
         if !x.is_empty() {
-            out.fill(if x.iter().any(|v| v.is_nan()) { T::NAN } else { T::ZERO });
+            out.fill(if x.iter().any(|v| v.is_nan()) {
+                T::NAN
+            } else {
+                T::ZERO
+            });
         }
         return;
     };
@@ -417,7 +425,11 @@ mod tests {
                     o.iter().zip(&g).map(|(p, g)| p * g).sum::<f64>()
                 };
                 let fd = (f(h, &mut a, &mut b) - f(-h, &mut a, &mut b)) / (2.0 * h);
-                assert!((fd - vjp[j]).abs() < 1e-7, "{noise:?} {j}: {fd} vs {}", vjp[j]);
+                assert!(
+                    (fd - vjp[j]).abs() < 1e-7,
+                    "{noise:?} {j}: {fd} vs {}",
+                    vjp[j]
+                );
             }
         }
     }
@@ -447,8 +459,16 @@ mod tests {
             perturbmax_row(&[d, 0.0], Noise::Logistic, 256, &mut o, &mut a, &mut b);
             // Difference of two logistics: P = ∫ σ(d + e) dσ(e) = e^d (e^d − 1 − d)/(e^d − 1)².
             let ed = d.exp();
-            let want = if d == 0.0 { 0.5 } else { ed * (ed - 1.0 - d) / ((ed - 1.0) * (ed - 1.0)) };
-            assert!((o[0] - want).abs() < 1e-9, "logistic d={d}: {} vs {want}", o[0]);
+            let want = if d == 0.0 {
+                0.5
+            } else {
+                ed * (ed - 1.0 - d) / ((ed - 1.0) * (ed - 1.0))
+            };
+            assert!(
+                (o[0] - want).abs() < 1e-9,
+                "logistic d={d}: {} vs {want}",
+                o[0]
+            );
         }
     }
 }

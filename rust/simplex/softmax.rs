@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 
 /// `1/τ` in the element type, rejecting temperatures whose inverse is not finite there.
 pub(crate) fn inv_temperature<T: Float>(t: f64) -> Result<T> {
-    if !(t > 0.0) || !t.is_finite() {
+    if t.is_nan() || t <= 0.0 || !t.is_finite() {
         return Err(Error::invalid(format!(
             "temperature must be positive and finite, got {t}"
         )));
@@ -37,7 +37,12 @@ pub(crate) fn inv_temperature<T: Float>(t: f64) -> Result<T> {
 }
 
 fn check_temperature<T: Float>(t: &Params<'_>, n_rows: usize) -> Result<()> {
-    t.check(n_rows, "temperature", |v| v > 0.0 && v.is_finite(), "positive and finite")?;
+    t.check(
+        n_rows,
+        "temperature",
+        |v| v > 0.0 && v.is_finite(),
+        "positive and finite",
+    )?;
     for &v in t.0 {
         inv_temperature::<T>(v)?;
     }
@@ -47,9 +52,14 @@ fn check_temperature<T: Float>(t: &Params<'_>, n_rows: usize) -> Result<()> {
 /// The outcome of the first pass over a row.
 enum Pass1 {
     /// Finite maximum `m` (f64) and `Σ exp((x − m)·c)`.
-    Normal { m: f64, s: f64 },
+    Normal {
+        m: f64,
+        s: f64,
+    },
     /// At least one `+∞` and no NaN: `count` entries are `+∞`.
-    PosInf { count: usize },
+    PosInf {
+        count: usize,
+    },
     /// Every entry is `−∞`.
     AllNegInf,
     /// A NaN somewhere.
@@ -296,7 +306,9 @@ mod tests {
     fn rows_of_many_lengths_match_reference() {
         let mut blocks = Vec::new();
         for n in [1usize, 2, 7, 8, 9, 31, 1023, 1024, 1025, 2049, 5000] {
-            let x: Vec<f64> = (0..n).map(|i| ((i * 7919) % 113) as f64 * 0.37 - 20.0).collect();
+            let x: Vec<f64> = (0..n)
+                .map(|i| ((i * 7919) % 113) as f64 * 0.37 - 20.0)
+                .collect();
             let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             for c in [1.0, 0.5, 3.0] {
                 let want = reference(&x, c);
@@ -308,7 +320,10 @@ mod tests {
                 softmax_row(&x32, c as f32, &mut o32, &mut blocks);
                 for i in 0..n {
                     assert!((o[i] - want[i]).abs() <= 1e-14 + 1e-13 * want[i], "n={n}");
-                    assert!((o32[i] as f64 - want32[i]).abs() <= 1e-6 * want32[i] + 1e-9, "n={n} c={c} i={i}");
+                    assert!(
+                        (o32[i] as f64 - want32[i]).abs() <= 1e-6 * want32[i] + 1e-9,
+                        "n={n} c={c} i={i}"
+                    );
                 }
                 let mut l = vec![0.0; n];
                 log_softmax_row(&x, c, &mut l, &mut blocks);

@@ -31,7 +31,7 @@ pub(crate) fn scan<T: Float>(x: &[T]) -> Scan {
     }
     let m = T::k_max(x);
     // A NaN (or ±∞) makes the sum non-finite; only then look at the elements one by one.
-    if !kern::sum(x).is_finite() || !(m > T::NEG_INFINITY && m < T::INFINITY) {
+    if !(kern::sum(x).is_finite() && m > T::NEG_INFINITY && m < T::INFINITY) {
         if kern::find_nan(x).is_some() {
             return Scan::Nan;
         }

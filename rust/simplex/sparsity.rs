@@ -54,7 +54,10 @@ pub fn measure_row(x: &[f64], m: Measure) -> f64 {
                 return f64::NAN;
             }
             if order == 1.0 {
-                -x.iter().filter(|&&v| v > 0.0).map(|&v| v / s * (v / s).ln()).sum::<f64>()
+                -x.iter()
+                    .filter(|&&v| v > 0.0)
+                    .map(|&v| v / s * (v / s).ln())
+                    .sum::<f64>()
             } else if order == f64::INFINITY {
                 -(x.iter().fold(0.0f64, |a, &b| a.max(b)) / s).ln()
             } else if order == 0.0 {
@@ -70,11 +73,11 @@ pub fn check_measure(m: Measure) -> Result<()> {
     let bad = |msg: String| Err(Error::invalid(msg));
     match m {
         Measure::MeanMax => Ok(()),
-        Measure::L1Lp { p } if !(p >= 1.0) => bad(format!("p must be ≥ 1, got {p}")),
-        Measure::Hoyer { q, p } if !(q > 0.0 && p > q) => {
-            bad(format!("need 0 < q < p for the S* measure, got q={q}, p={p}"))
-        }
-        Measure::Renyi { order } if !(order >= 0.0) => {
+        Measure::L1Lp { p } if p.is_nan() || p < 1.0 => bad(format!("p must be ≥ 1, got {p}")),
+        Measure::Hoyer { q, p } if !(q > 0.0 && p > q) => bad(format!(
+            "need 0 < q < p for the S* measure, got q={q}, p={p}"
+        )),
+        Measure::Renyi { order } if order.is_nan() || order < 0.0 => {
             bad(format!("order must be ≥ 0, got {order}"))
         }
         _ => Ok(()),

@@ -113,7 +113,10 @@ mod tests {
         let mut f = Vec::new();
         let mut o = vec![0.0; 2];
         taylor_row(&[-3.0f64, -1.0], 2, &mut o, &mut f);
-        assert!(o[0] > o[1], "the survey's counterexample: -3 beats -1 at order 2");
+        assert!(
+            o[0] > o[1],
+            "the survey's counterexample: -3 beats -1 at order 2"
+        );
         assert!(check_order(3).is_err() && check_order(0).is_err() && check_order(4).is_ok());
     }
 }

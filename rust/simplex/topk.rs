@@ -16,7 +16,12 @@ use super::{kern, softmax, Float};
 use crate::error::Result;
 
 pub(crate) fn check_k(k: &Params<'_>, n_rows: usize) -> Result<()> {
-    k.check(n_rows, "k", |v| v >= 1.0 && v.fract() == 0.0, "a positive integer")
+    k.check(
+        n_rows,
+        "k",
+        |v| v >= 1.0 && v.fract() == 0.0,
+        "a positive integer",
+    )
 }
 
 /// The indices of the k largest entries (ties to the lower index), in `sel`, largest first.
@@ -58,7 +63,11 @@ pub(crate) fn select_topk<T: Float>(x: &[T], k: usize, sel: &mut Vec<u32>, vals:
 }
 
 fn select_fallback<T: Float>(x: &[T], k: usize, sel: &mut Vec<u32>, vals: &mut Vec<f64>) {
-    let mut all: Vec<(f64, u32)> = x.iter().enumerate().map(|(i, v)| (v.to_f64(), i as u32)).collect();
+    let mut all: Vec<(f64, u32)> = x
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.to_f64(), i as u32))
+        .collect();
     // Descending value, then ascending index: a total order, so the k-th element is unique.
     let cmp = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     all.select_nth_unstable_by(k - 1, cmp);
@@ -145,7 +154,13 @@ mod tests {
             // Increasing order exhausts the insertion budget and exercises the fallback.
             for inc in [false, true] {
                 let x: Vec<f32> = (0..n)
-                    .map(|i| if inc { i as f32 } else { ((i * 7919) % 97) as f32 })
+                    .map(|i| {
+                        if inc {
+                            i as f32
+                        } else {
+                            ((i * 7919) % 97) as f32
+                        }
+                    })
                     .collect();
                 for k in [1usize, 3, n / 2 + 1] {
                     select_topk(&x, k, &mut sel, &mut vals);
