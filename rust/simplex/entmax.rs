@@ -18,7 +18,7 @@
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
 use super::layout::{map_rows, map_rows2, Params, PerRow, RowSpec, Work};
-use super::sparsemax::{sorted_candidates, sparsemax_row, sparsemax_vjp_row, special_or_max};
+use super::sparsemax::{sparsemax_row, sparsemax_vjp_row, special_or_max, unsorted_candidates};
 use super::{kern, softmax, Float};
 use crate::error::{Error, Result};
 
@@ -46,13 +46,65 @@ pub(crate) fn threshold15_sorted(z: &[f64]) -> f64 {
     tau
 }
 
+/// Entmax-1.5 threshold from unsorted candidates `z ∈ (−1, 0]` without sorting: Newton on the
+/// convex decreasing `f(τ) = Σ (z − τ)₊² − 1` from `τ = −1` (where `f ≥ 0`) climbs monotonically
+/// to the root, so its support `{z > τ}` only shrinks towards the true one. Once the support
+/// stops changing, `τ` is recomputed in closed form on it and checked; any inconsistency (ties
+/// at the threshold, rounding) falls back to the sort-based rule.
+pub(crate) fn threshold15_newton(z: &mut Vec<f64>) -> f64 {
+    let mut tau = -1.0f64;
+    let mut last_k = usize::MAX;
+    for _ in 0..64 {
+        let (mut k, mut s1, mut s2) = (0usize, 0.0f64, 0.0f64);
+        for &v in z.iter() {
+            let d = v - tau;
+            if d > 0.0 {
+                k += 1;
+                s1 += d;
+                s2 += d * d;
+            }
+        }
+        if k == last_k || s1 == 0.0 {
+            break;
+        }
+        last_k = k;
+        tau += (s2 - 1.0) / (2.0 * s1);
+    }
+    // Closed form on the support {z > τ} (relative to τ for accuracy).
+    let (mut k, mut s, mut q) = (0usize, 0.0f64, 0.0f64);
+    let (mut min_in, mut max_out) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &v in z.iter() {
+        if v > tau {
+            k += 1;
+            s += v;
+            q += v * v;
+            min_in = min_in.min(v);
+        } else {
+            max_out = max_out.max(v);
+        }
+    }
+    if k > 0 {
+        let kf = k as f64;
+        let mu = s / kf;
+        let d = 1.0 / kf - (q / kf - mu * mu).max(0.0);
+        if d >= 0.0 {
+            let t = mu - d.sqrt();
+            if t < min_in && t >= max_out {
+                return t;
+            }
+        }
+    }
+    z.sort_unstable_by(|a, b| b.total_cmp(a));
+    threshold15_sorted(z)
+}
+
 /// Entmax-1.5 of one row. `z` is scratch.
 pub fn entmax15_row<T: Float>(x: &[T], out: &mut [T], z: &mut Vec<f64>) {
     let Some(m) = special_or_max(x, out) else {
         return;
     };
-    sorted_candidates(x, m, 0.5, z);
-    let tau = threshold15_sorted(z);
+    unsorted_candidates(x, m, 0.5, z);
+    let tau = threshold15_newton(z);
     kern::relu_sq_shift(x, m, 0.5, tau, out);
 }
 
@@ -331,6 +383,25 @@ mod tests {
         entmax_bisect_row(&x, 1.0 + 1e-9, &mut gen, &mut w.f, &mut w.idx);
         for i in 0..50 {
             assert!((exact[i] - gen[i]).abs() < 1e-7);
+        }
+    }
+
+    #[test]
+    fn newton_threshold_matches_sort() {
+        for n in [1usize, 2, 5, 40, 300] {
+            for scale in [0.0, 0.01, 0.3, 1.0] {
+                let mut z: Vec<f64> = (0..n)
+                    .map(|i| -(((i * 7919) % 101) as f64) / 101.0 * scale)
+                    .collect();
+                let mut s = z.clone();
+                s.sort_unstable_by(|a, b| b.total_cmp(a));
+                let want = threshold15_sorted(&s);
+                let got = threshold15_newton(&mut z);
+                assert!(
+                    (got - want).abs() < 1e-14,
+                    "n={n} scale={scale}: {got} vs {want}"
+                );
+            }
         }
     }
 

@@ -69,6 +69,12 @@ pub(crate) fn special_or_max<T: Float>(x: &[T], out: &mut [T]) -> Option<f64> {
 
 /// `z = (x − m)·a` for the entries with `z > −1`, sorted in decreasing order.
 pub(crate) fn sorted_candidates<T: Float>(x: &[T], m: f64, a: f64, z: &mut Vec<f64>) {
+    unsorted_candidates(x, m, a, z);
+    z.sort_unstable_by(|a, b| b.total_cmp(a));
+}
+
+/// `z = (x − m)·a` for the entries with `z > −1`, in row order.
+pub(crate) fn unsorted_candidates<T: Float>(x: &[T], m: f64, a: f64, z: &mut Vec<f64>) {
     z.clear();
     // `>=`: for huge maxima `m − 1/a` rounds to `m`, and the maximum must stay a candidate.
     let lo = m - 1.0 / a;
@@ -81,7 +87,6 @@ pub(crate) fn sorted_candidates<T: Float>(x: &[T], m: f64, a: f64, z: &mut Vec<f
             }
         }
     }
-    z.sort_unstable_by(|a, b| b.total_cmp(a));
 }
 
 /// Sparsemax threshold (relative to the maximum) from candidates sorted in decreasing order.

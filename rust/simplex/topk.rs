@@ -38,26 +38,38 @@ pub(crate) fn select_topk<T: Float>(x: &[T], k: usize, sel: &mut Vec<u32>, vals:
     let mut budget = 8 * n / k.max(1) + 64;
     let mut thr = f64::NEG_INFINITY;
     let mut full = false;
-    for (i, &v) in x.iter().enumerate() {
-        let v = v.to_f64();
-        if full && v <= thr {
-            continue;
-        }
-        // Insertion into the sorted (descending) buffer, after equal values (lower index wins).
-        let pos = vals.partition_point(|&b| b >= v);
+    for (ci, chunk) in x.chunks(16).enumerate() {
         if full {
-            if budget == 0 {
-                return select_fallback(x, k, sel, vals);
+            // Most chunks hold nothing above the current k-th value: one max decides that.
+            let cm = chunk
+                .iter()
+                .fold(T::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+            if cm.to_f64() <= thr {
+                continue;
             }
-            budget -= 1;
-            vals.pop();
-            sel.pop();
         }
-        vals.insert(pos, v);
-        sel.insert(pos, i as u32);
-        full = vals.len() == k;
-        if full {
-            thr = vals[k - 1];
+        for (j, &v) in chunk.iter().enumerate() {
+            let i = ci * 16 + j;
+            let v = v.to_f64();
+            if full && v <= thr {
+                continue;
+            }
+            // Insertion into the sorted (descending) buffer, after equal values (lower index wins).
+            let pos = vals.partition_point(|&b| b >= v);
+            if full {
+                if budget == 0 {
+                    return select_fallback(x, k, sel, vals);
+                }
+                budget -= 1;
+                vals.pop();
+                sel.pop();
+            }
+            vals.insert(pos, v);
+            sel.insert(pos, i as u32);
+            full = vals.len() == k;
+            if full {
+                thr = vals[k - 1];
+            }
         }
     }
 }
