@@ -6,9 +6,10 @@
 //! were fitted here for minimum relative error (max error 3.1e-9 before rounding, below half an
 //! ulp); float64 uses the degree-13 Taylor polynomial (truncation error 4e-18).
 //!
-//! Only arguments ≤ 0 occur in softmax (`x − max`), so the kernels clamp at the smallest normal
-//! result and return exactly 0 below it (`exp(−∞) = 0`, which masking relies on): subnormal
-//! results are flushed to zero. NaN propagates (the 2ⁿ factor multiplies, it is not added into
+//! Only arguments ≤ 0 occur in softmax (`x − max`). float32 clamps at −88, which rounds to
+//! `n = −127` whose `2ⁿ` bit pattern is +0.0, so results below about 2⁻¹²⁶·0.7 are exactly 0;
+//! float64 compares and masks below the smallest normal result. Either way `exp(−∞) = 0`,
+//! which masking relies on, and subnormal results are (mostly) flushed to zero. NaN propagates (the 2ⁿ factor multiplies, it is not added into
 //! the exponent bits of a possibly-NaN value).
 //!
 //! The scalar versions evaluate the same polynomial without FMA, so forced-scalar and AVX2 runs
@@ -21,8 +22,9 @@ use crate::simd::{level, Level};
 
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 
-const F32_LO: f32 = -87.336_55; // ln(2^-126), smallest normal result
-                                // ln 2 split so that n·HI is exact for |n| < 2^12 even without FMA (HI has 12 significant bits).
+/// Clamp for the vector kernel: `round(F32_FLUSH·log2 e) = −127`.
+const F32_FLUSH: f32 = -88.0;
+// ln 2 split so that n·HI is exact for |n| < 2^12 even without FMA (HI has 12 significant bits).
 const F32_LN2_HI: f32 = 0.693_359_4;
 const F32_LN2_LO: f32 = -2.121_944_4e-4;
 const F32_C: [f32; 5] = [
@@ -55,9 +57,8 @@ const F64_C: [f64; 12] = [
 /// Portable float32 `exp` for `x ≤ 0` (same algorithm as the AVX2 kernel).
 #[inline(always)]
 pub fn exp_neg_f32(x: f32) -> f32 {
-    if x < F32_LO {
-        return 0.0;
-    }
+    // Same clamp as the vector kernel: below it n = −127, whose 2ⁿ bit pattern is +0.0.
+    let x = if x < F32_FLUSH { F32_FLUSH } else { x };
     let n = (x * LOG2E as f32).round_ties_even();
     let r = (x - n * F32_LN2_HI) - n * F32_LN2_LO;
     let mut p = F32_C[4];
@@ -67,7 +68,7 @@ pub fn exp_neg_f32(x: f32) -> f32 {
     p = p * r + F32_C[0];
     p = p * r + 1.0;
     p = p * r + 1.0;
-    // n is in [-126, 0] here (NaN becomes 0 and stays NaN through p).
+    // n is in [-127, 0] here (NaN becomes 0 and stays NaN through p).
     let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
     p * scale
 }
@@ -216,11 +217,12 @@ pub fn exp_sum_f64(x: &[f64], m: f64, c: f64) -> f64 {
 mod avx2 {
     use super::*;
 
+    /// Arguments below `F32_FLUSH` are clamped to it; it rounds to `n = −127`, whose `2ⁿ`
+    /// bit pattern is +0.0, so they (and −∞) give exactly 0 without a compare-and-mask.
     #[inline(always)]
     unsafe fn exp_ps(x: __m256) -> __m256 {
-        let lo = _mm256_set1_ps(F32_LO);
         // max(lo, x) returns its second operand when either is NaN, so NaN survives.
-        let xc = _mm256_max_ps(lo, x);
+        let xc = _mm256_max_ps(_mm256_set1_ps(F32_FLUSH), x);
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(xc, _mm256_set1_ps(LOG2E as f32)),
         );
@@ -238,9 +240,7 @@ mod avx2 {
             ni,
             _mm256_set1_epi32(127),
         )));
-        let res = _mm256_mul_ps(p, scale);
-        let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo);
-        _mm256_andnot_ps(under, res)
+        _mm256_mul_ps(p, scale)
     }
 
     #[inline(always)]
@@ -397,6 +397,29 @@ mod avx2 {
         let mut s0 = _mm256_setzero_pd();
         let mut s1 = s0;
         let mut i = 0;
+        while i + 64 <= n {
+            let mut a0 = _mm256_setzero_ps();
+            let mut a1 = a0;
+            for j in (0..64).step_by(16) {
+                a0 = _mm256_add_ps(
+                    a0,
+                    exp_ps(_mm256_mul_ps(
+                        _mm256_sub_ps(_mm256_loadu_ps(p.add(i + j)), vm),
+                        vc,
+                    )),
+                );
+                a1 = _mm256_add_ps(
+                    a1,
+                    exp_ps(_mm256_mul_ps(
+                        _mm256_sub_ps(_mm256_loadu_ps(p.add(i + j + 8)), vm),
+                        vc,
+                    )),
+                );
+            }
+            s0 = acc_ps(s0, a0);
+            s1 = acc_ps(s1, a1);
+            i += 64;
+        }
         while i + 16 <= n {
             let e0 = exp_ps(_mm256_mul_ps(
                 _mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm),
