@@ -51,7 +51,7 @@ pub(crate) fn threshold15_sorted(z: &[f64]) -> f64 {
 /// to the root, so its support `{z > τ}` only shrinks towards the true one. Once the support
 /// stops changing, `τ` is recomputed in closed form on it and checked; any inconsistency (ties
 /// at the threshold, rounding) falls back to the sort-based rule.
-pub(crate) fn threshold15_newton(z: &mut Vec<f64>) -> f64 {
+pub(crate) fn threshold15_newton(z: &mut [f64]) -> f64 {
     let mut tau = -1.0f64;
     let mut last_k = usize::MAX;
     for _ in 0..64 {
