@@ -53,17 +53,9 @@ pub(crate) fn threshold15_sorted(z: &[f64]) -> f64 {
 /// at the threshold, rounding) falls back to the sort-based rule.
 pub(crate) fn threshold15_newton(z: &mut [f64]) -> f64 {
     let mut tau = -1.0f64;
-    let mut last_k = usize::MAX;
+    let mut last_k = f64::NAN;
     for _ in 0..64 {
-        let (mut k, mut s1, mut s2) = (0usize, 0.0f64, 0.0f64);
-        for &v in z.iter() {
-            let d = v - tau;
-            if d > 0.0 {
-                k += 1;
-                s1 += d;
-                s2 += d * d;
-            }
-        }
+        let (k, s1, s2) = kern::pos_moments(z, tau);
         if k == last_k || s1 == 0.0 {
             break;
         }

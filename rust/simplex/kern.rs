@@ -125,6 +125,51 @@ multiversion! {
     }
 }
 
+#[inline(always)]
+fn pos_moments_body(z: &[f64], t: f64) -> (f64, f64, f64) {
+    let (mut k, mut s1, mut s2) = ([0f64; 4], [0f64; 4], [0f64; 4]);
+    let mut ch = z.chunks_exact(4);
+    for c in &mut ch {
+        for j in 0..4 {
+            let d = c[j] - t;
+            let p = if d > 0.0 { d } else { 0.0 };
+            k[j] += if d > 0.0 { 1.0 } else { 0.0 };
+            s1[j] += p;
+            s2[j] += p * p;
+        }
+    }
+    let (mut kk, mut a, mut b) = (
+        k.iter().sum::<f64>(),
+        s1.iter().sum::<f64>(),
+        s2.iter().sum::<f64>(),
+    );
+    for &v in ch.remainder() {
+        let d = v - t;
+        if d > 0.0 {
+            kk += 1.0;
+            a += d;
+            b += d * d;
+        }
+    }
+    (kk, a, b)
+}
+
+/// `(#{z > t}, Σ (z − t)₊, Σ (z − t)₊²)`, branch-free so that it vectorises.
+pub fn pos_moments(z: &[f64], t: f64) -> (f64, f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(z: &[f64], t: f64) -> (f64, f64, f64) {
+            pos_moments_body(z, t)
+        }
+        if matches!(level(), Level::Avx2 | Level::Avx512) {
+            // SAFETY: the SIMD level is only Avx2/Avx512 when the CPU has AVX2 and FMA.
+            return unsafe { avx2(z, t) };
+        }
+    }
+    pos_moments_body(z, t)
+}
+
 /// Index of the first NaN, if any.
 pub fn find_nan<T: Float>(x: &[T]) -> Option<usize> {
     x.iter().position(|v| v.is_nan())

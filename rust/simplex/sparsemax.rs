@@ -78,12 +78,21 @@ pub(crate) fn unsorted_candidates<T: Float>(x: &[T], m: f64, a: f64, z: &mut Vec
     z.clear();
     // `>=`: for huge maxima `m − 1/a` rounds to `m`, and the maximum must stay a candidate.
     let lo = m - 1.0 / a;
-    for &v in x {
-        let v = v.to_f64();
-        if v >= lo {
-            let d = (v - m) * a;
-            if d > -1.0 {
-                z.push(d);
+    for c in x.chunks(8) {
+        // Most chunks hold no candidate; one vectorisable max over the chunk says so.
+        let cm = c
+            .iter()
+            .fold(T::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        if cm.to_f64() < lo {
+            continue;
+        }
+        for &v in c {
+            let v = v.to_f64();
+            if v >= lo {
+                let d = (v - m) * a;
+                if d > -1.0 {
+                    z.push(d);
+                }
             }
         }
     }
