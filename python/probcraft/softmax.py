@@ -104,7 +104,7 @@ def _as_float(x: ArrayLike, name: str = "x") -> FloatArray:
 
 
 def _axis(a: np.ndarray, axis: Axis) -> int:
-    if a.ndim == 0:
+    if a.ndim == 0 or axis is None:
         return 0
     ax = operator.index(axis)
     if not -a.ndim <= ax < a.ndim:
@@ -681,3 +681,4 @@ def sparsity(
         r.a, r.axis, measure, float(p), float(q), float(order), _threads(num_threads)
     )
     return float(res) if res.ndim == 0 else res
+
