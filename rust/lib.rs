@@ -12,6 +12,8 @@
 
 pub mod codec;
 pub mod error;
+pub mod fourier;
+pub mod lattice;
 pub mod parallel;
 pub mod rng;
 pub mod simd;

@@ -104,14 +104,18 @@ def test_thread_policy() -> None:
 
 
 def test_no_threads_at_import() -> None:
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc/self/task to count threads")
+    # numpy (OpenBLAS) may start its own threads; count only what probcraft adds.
     code = (
-        "import threading, os, probcraft;"
-        "n = len(os.listdir('/proc/self/task')) if os.path.isdir('/proc/self/task') else 1;"
-        "print(n)"
+        "import os, numpy;"
+        "n0 = len(os.listdir('/proc/self/task'));"
+        "import probcraft;"
+        "print(len(os.listdir('/proc/self/task')) - n0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert int(out.stdout) == 1, "importing probcraft started threads"
+    assert int(out.stdout) == 0, "importing probcraft started threads"
 
 
 def _child_uses_pool(q: "mp.Queue[int]") -> None:

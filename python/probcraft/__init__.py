@@ -23,6 +23,7 @@ from ._core import (
     set_simd_level,
     stream_u64,
 )
+from .fourier import FourierDensity
 from . import losses
 from .softmax import (
     entmax,
@@ -49,6 +50,7 @@ from .softmax import (
 )
 
 __all__ = [
+    "FourierDensity",
     "LimitError",
     "ModelFormatError",
     "Streams",

@@ -9,8 +9,10 @@ use pyo3::types::PyDict;
 
 use crate::error::{catch_panic, Error};
 
+mod fourier;
 mod pickle;
 mod simplex;
+mod spmio;
 mod streams;
 use crate::{parallel, rng, simd};
 
@@ -111,7 +113,8 @@ fn _parallel_probe(py: Python<'_>, n_items: usize, num_threads: Option<usize>) -
                 total,
                 (n_items as u64) * (n_items as u64).saturating_sub(1) / 2
             );
-            rayon::current_num_threads()
+            // Outside a pool (the inline path) report 1; never touch rayon's global pool.
+            rayon::current_thread_index().map_or(1, |_| rayon::current_num_threads())
         })
     })
 }
@@ -138,6 +141,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(derive_seed, m)?)?;
     m.add_function(wrap_pyfunction!(_parallel_probe, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    spmio::register(m)?;
+    fourier::register(m)?;
     simplex::register(m)?;
     Ok(())
 }
