@@ -161,3 +161,28 @@ def test_console_script_entry_point() -> None:
         pytest.skip("console script not installed next to this interpreter")
     r = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "encode" in r.stdout
+
+
+def test_train_then_sentencepiece_loads_it(corpus, tmp_path) -> None:
+    spm = pytest.importorskip("sentencepiece")
+    out = tmp_path / "t.model"
+    assert run("train", "-i", corpus, "--vocab-size", "40", "-o", out, "--character-coverage",
+               "1.0", "-q") == 0
+    sp = spm.SentencePieceProcessor(model_file=str(out))
+    m = probcraft.Unigram.from_sentencepiece(out)
+    assert sp.get_piece_size() == m.vocab_size == 40
+    for line in corpus.read_text(encoding="utf-8").split("\n")[:50]:
+        assert sp.encode(line) == m.encode(line).tolist()
+    # Byte-level models cannot be a SentencePiece .model: a clear error, no output file.
+    bad = tmp_path / "b.model"
+    assert run("train", "-i", corpus, "--vocab-size", "300", "-o", bad, "--byte-level",
+               "--format", "sentencepiece", "-q") == 1
+    assert not bad.exists()
+
+
+def test_main_job_demo_runs_end_to_end(tmp_path) -> None:
+    r = subprocess.run([sys.executable, "-m", "probcraft.demo", "--workdir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "decode round trip: exact" in r.stdout
+    assert (tmp_path / "demo.model").exists() and (tmp_path / "ids.offsets.npy").exists()

@@ -84,7 +84,7 @@ def _lattice(work: pathlib.Path, threads: int | None) -> None:
     model_path = work / "demo.model"
     t0 = time.perf_counter()
     rc = cli.main(["train", "-i", str(corpus), "--vocab-size", "2000", "-o", str(model_path),
-                   "--seed", "0", "--quiet"] + (["--threads", str(threads)] if threads else []))
+                   "--seed", "0", "--character-coverage", "1.0", "--quiet"] + (["--threads", str(threads)] if threads else []))
     if rc != 0:
         raise SystemExit(f"probcraft train failed ({rc})")
     t_train = time.perf_counter() - t0
