@@ -24,12 +24,14 @@ from ._core import (
     stream_u64,
 )
 from .fourier import FourierDensity
+from .lattice import Unigram
 
 __all__ = [
     "FourierDensity",
     "LimitError",
     "ModelFormatError",
     "Streams",
+    "Unigram",
     "__version__",
     "build_info",
     "derive_seed",

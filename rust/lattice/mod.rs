@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod formats;
 pub mod graph;
+#[cfg(feature = "python")]
 pub(crate) mod loaders_pending;
 pub mod marginals;
 pub mod model;
