@@ -17,6 +17,7 @@ pub mod lattice;
 pub mod parallel;
 pub mod rng;
 pub mod simd;
+pub mod simplex;
 pub mod train;
 
 #[cfg(feature = "python")]

@@ -12,6 +12,7 @@ use crate::error::{catch_panic, Error};
 mod fourier;
 mod lattice;
 mod pickle;
+mod simplex;
 mod spmio;
 mod streams;
 mod train;
@@ -146,5 +147,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     spmio::register(m)?;
     fourier::register(m)?;
     train::register(m)?;
+    simplex::register(m)?;
     Ok(())
 }
