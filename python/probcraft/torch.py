@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -30,8 +31,10 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import losses as _losses
-from . import softmax as _sm
 from .fourier import FourierDensity
+
+# `probcraft.softmax` the attribute is the function re-exported by __init__, not the module.
+_sm = importlib.import_module("probcraft.softmax")
 
 __all__ = [
     "cross_entropy",
