@@ -48,3 +48,20 @@ def test_fourier_fit(tmp_path: pathlib.Path) -> None:
     fourier = scores["Fourier (12 coeffs)"]
     # The Fourier fit is a real density estimate: close to the others on held-out data.
     assert fourier > max(scores.values()) - 0.15
+
+
+@pytest.mark.parametrize("module,needs", [
+    ("probcraft.arrow", "pyarrow"),
+    ("probcraft.data", "torch"),
+    ("probcraft.ray", "pyarrow"),
+    ("probcraft.torch", "torch"),
+    ("probcraft._toy", None),
+])
+def test_doctests(module: str, needs) -> None:
+    import doctest
+    import importlib
+
+    if needs:
+        pytest.importorskip(needs)
+    res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0

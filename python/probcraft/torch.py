@@ -17,8 +17,8 @@ Importing ``probcraft`` never imports torch; importing this module does.
 [[0.0, 0.0, 1.0]]
 >>> y[0, 2].backward(); x.grad.tolist()
 [[0.0, 0.0, 0.0]]
->>> pt.cross_entropy(torch.zeros(2, 4), torch.tensor([1, 2])).item() == __import__("math").log(4)
-True
+>>> round(pt.cross_entropy(torch.zeros(2, 4), torch.tensor([1, 2])).item(), 5)   # log 4
+1.38629
 """
 
 from __future__ import annotations
