@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Creates .venv, installs pinned tools and test dependencies, builds the wheel and installs it.
-# Usage: scripts/setup.sh [--fast] [EXTRAS]   (EXTRAS defaults to "test,torch"; --fast builds
+# Usage: scripts/setup.sh [--fast] [EXTRAS]   (EXTRAS defaults to "test,torch,ray,examples"; --fast builds
 # the quick-to-compile `fastbuild` profile instead of the LTO release profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=release
 if [ "${1:-}" = "--fast" ]; then profile=fastbuild; shift; fi
-extras="${1:-test,torch}"
+extras="${1:-test,torch,ray,examples}"
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

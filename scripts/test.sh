@@ -7,7 +7,7 @@ t0=$SECONDS
 step() { echo; echo "=== $* ($((SECONDS - t0)) s)"; }
 
 step "setup"
-scripts/setup.sh "${PROBCRAFT_EXTRAS:-test,torch}"
+scripts/setup.sh "${PROBCRAFT_EXTRAS:-test,torch,ray,examples}"
 
 step "cargo fmt --check"
 cargo fmt --check
