@@ -120,6 +120,32 @@ def test_entropy_matches_calculate_entropy(pair, shared_dir):
             assert ours.entropy(ln, a) == pytest.approx(calc(ln, a), rel=1e-4, abs=1e-4)
 
 
+def test_entropy_matches_sentencepiece_full_enumeration(pair, shared_dir):
+    """The 0.2.3 wheel does not expose calculate_entropy, so compute SentencePiece's entropy
+    from its own n-best list wherever that list is the complete set of segmentations (ours
+    returns fewer than k paths), and compare with ours."""
+    _, ours, ref = pair
+    words = [w for ln in _lines(shared_dir, CORPORA[0]) for w in ln.split()]
+    words = [w for w in dict.fromkeys(words) if 3 <= len(w) <= 9][:150]
+    checked = 0
+    for w in words:
+        ours_paths = ours.nbest(w, 512)
+        if len(ours_paths) >= 512:
+            continue
+        theirs = ref.nbest_encode_as_proto(w, nbest_size=len(ours_paths) + 5)
+        scores = np.array([float(nb.score) for nb in theirs.nbests])
+        if len(scores) != len(ours_paths):
+            continue  # SentencePiece's agenda gave up early; nothing to compare
+        for a in (0.3, 1.0):
+            z = a * scores
+            logz = np.logaddexp.reduce(z)
+            p = np.exp(z - logz)
+            h_spm = float(logz - a * (p * scores).sum())
+            assert ours.entropy(w, a) == pytest.approx(h_spm, rel=1e-4, abs=1e-4), (w, a)
+        checked += 1
+    assert checked >= 50
+
+
 def test_sampling_distribution_matches_sentencepiece_ffbs(pair):
     from scipy.stats import chisquare
 
