@@ -7,7 +7,7 @@ t0=$SECONDS
 step() { echo; echo "=== $* ($((SECONDS - t0)) s)"; }
 
 step "setup"
-scripts/setup.sh "${PROBCRAFT_EXTRAS:-test,torch,ray,examples}"
+scripts/setup.sh --fast "${PROBCRAFT_EXTRAS:-test,torch,ray,examples}"
 
 step "cargo fmt --check"
 cargo fmt --check
@@ -17,8 +17,8 @@ step "cargo clippy (with the python feature)"
 cargo clippy -q --all-targets --features python -- -D warnings
 step "cargo test (core, no Python)"
 cargo test -q
-step "cargo bench --no-run"
-cargo bench -q --no-run
+step "cargo bench --no-run (benches build; the non-LTO profile keeps CI quick)"
+cargo bench -q --no-run --profile fastbuild
 
 step "stubtest"
 .venv/bin/python -m mypy.stubtest probcraft._core --allowlist tests/stubtest_allowlist.txt
