@@ -16,6 +16,7 @@ pub mod lattice;
 pub mod parallel;
 pub mod rng;
 pub mod simd;
+pub mod train;
 
 #[cfg(feature = "python")]
 mod python;

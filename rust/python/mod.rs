@@ -9,9 +9,11 @@ use pyo3::types::PyDict;
 
 use crate::error::{catch_panic, Error};
 
+mod lattice;
 mod pickle;
 mod spmio;
 mod streams;
+mod train;
 use crate::{parallel, rng, simd};
 
 create_exception!(
@@ -139,6 +141,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(derive_seed, m)?)?;
     m.add_function(wrap_pyfunction!(_parallel_probe, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    lattice::register(m)?;
     spmio::register(m)?;
+    train::register(m)?;
     Ok(())
 }

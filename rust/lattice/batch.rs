@@ -1,0 +1,157 @@
+//! Encoding single texts and batches: text preparation, the chosen decoder, UNK merging, and
+//! the parallel batch loop with per-item random streams.
+//!
+//! Item `i` of a batch seeded with `seed` draws from `Stream::new(seed, stream_offset + i)`, so
+//! output never depends on the thread count or on how rayon splits the work, and a batch cut
+//! into pieces reproduces the whole when each piece passes its offset.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::model::Model;
+use super::sample::{self, check_alpha, Method};
+use super::viterbi::{viterbi, Workspace};
+use crate::error::{Error, Result};
+use crate::parallel;
+use crate::rng::Stream;
+
+/// What `encode` computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    Viterbi,
+    Sample { alpha: f64, method: Method },
+}
+
+impl Mode {
+    pub fn new(alpha: Option<f64>, method: &str) -> Result<Mode> {
+        let method = Method::parse(method)?;
+        match alpha {
+            None => Ok(Mode::Viterbi),
+            Some(a) => {
+                check_alpha(a)?;
+                Ok(Mode::Sample { alpha: a, method })
+            }
+        }
+    }
+}
+
+thread_local! {
+    static WS: RefCell<Workspace> = RefCell::new(Workspace::new());
+}
+
+/// Runs `f` with this thread's reusable workspace.
+pub fn with_workspace<T>(f: impl FnOnce(&mut Workspace) -> T) -> T {
+    WS.with(|w| match w.try_borrow_mut() {
+        Ok(mut ws) => f(&mut ws),
+        // Re-entered (a callback inside a kernel): use a fresh one.
+        Err(_) => f(&mut Workspace::new()),
+    })
+}
+
+/// Segments a prepared text into `ws.path`.
+pub fn segment(
+    model: &Model,
+    prepared: &[u8],
+    mode: Mode,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+) -> Result<()> {
+    match mode {
+        Mode::Viterbi => viterbi(model, prepared, ws),
+        Mode::Sample { alpha, method } => {
+            let w = model.weights(alpha);
+            sample::sample(model, prepared, &w, method, rng, ws).map(|_| ())
+        }
+    }
+}
+
+/// Encodes one raw text to ids.
+pub fn encode(
+    model: &Model,
+    text: &[u8],
+    mode: Mode,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+    out: &mut Vec<i32>,
+) -> Result<()> {
+    let prepared = model.prepare(text)?;
+    segment(model, &prepared, mode, rng, ws)?;
+    model.emit_ids(&prepared, &ws.path, out);
+    Ok(())
+}
+
+/// Encodes one raw text to piece surfaces.
+pub fn encode_pieces(
+    model: &Model,
+    text: &[u8],
+    mode: Mode,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+) -> Result<Vec<Vec<u8>>> {
+    let prepared = model.prepare(text)?;
+    segment(model, &prepared, mode, rng, ws)?;
+    Ok(model.emit_pieces(&prepared, &ws.path))
+}
+
+/// Prefixes an error message with the batch item it came from, keeping its kind.
+pub fn at_item(e: Error, i: usize) -> Error {
+    match e {
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("texts[{i}]: {m}")),
+        Error::WrongType(m) => Error::WrongType(format!("texts[{i}]: {m}")),
+        Error::Limit(m) => Error::Limit(format!("texts[{i}]: {m}")),
+        Error::Io(m) => Error::Io(format!("texts[{i}]: {m}")),
+        Error::Internal(m) => Error::Internal(format!("texts[{i}]: {m}")),
+        f @ Error::Format { .. } => f,
+    }
+}
+
+/// Flat batch output: `ids[offsets[i]..offsets[i+1]]` are item `i`'s ids (Arrow list layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flat {
+    pub ids: Vec<i32>,
+    pub offsets: Vec<i64>,
+}
+
+/// Encodes a batch on `num_threads` threads (None = default); see the module docs for seeds.
+pub fn encode_batch<T: AsRef<[u8]> + Sync>(
+    model: &Model,
+    texts: &[T],
+    mode: Mode,
+    seed: u64,
+    stream_offset: u64,
+    num_threads: Option<usize>,
+) -> Result<Flat> {
+    let one = |ws: &mut Workspace, i: usize, t: &T| -> Result<Vec<i32>> {
+        let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
+        let mut out = Vec::new();
+        encode(model, t.as_ref(), mode, &mut rng, ws, &mut out).map_err(|e| at_item(e, i))?;
+        Ok(out)
+    };
+    let parts: Vec<Vec<i32>> = if parallel::effective_threads(num_threads, texts.len())? <= 1 {
+        with_workspace(|ws| {
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| one(ws, i, t))
+                .collect::<Result<Vec<_>>>()
+        })?
+    } else {
+        parallel::run(num_threads, texts.len(), || {
+            texts
+                .par_iter()
+                .enumerate()
+                .map_init(Workspace::new, |ws, (i, t)| one(ws, i, t))
+                .collect::<Result<Vec<_>>>()
+        })??
+    };
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut ids = Vec::with_capacity(total);
+    let mut offsets = Vec::with_capacity(parts.len() + 1);
+    offsets.push(0i64);
+    for p in parts {
+        ids.extend_from_slice(&p);
+        offsets.push(ids.len() as i64);
+    }
+    Ok(Flat { ids, offsets })
+}

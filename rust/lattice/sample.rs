@@ -1,0 +1,273 @@
+//! Sampling segmentations from `p_α(w) ∝ exp(α·score(w))`.
+//!
+//! - [`perfect`]: the corrected "perfect sampling" rule — weighted reservoir sampling over the
+//!   edges entering each position during a single forward pass. O(L) memory (a `u16`
+//!   back-pointer per byte plus a ring of `max_edge + 1` partial sums), no stored lattice, and
+//!   `log Z_α` for free. The sums live in the linear domain with a running log-scale: weights
+//!   `exp(α·v)` come from the per-α cache, and the reservoir test `u < c/Z` is a multiply and a
+//!   compare. When some `|α·v|` exceeds 300 the same pass runs in the log domain instead.
+//! - [`ffbs`]: forward filtering, backward sampling (SentencePiece's `nbest_size=-1`): forward
+//!   log-partitions over a stored lattice, then predecessors drawn from the end.
+//! - [`viterbi_sampling`]: the historic, biased single-pass rule, kept for reproduction. A new
+//!   candidate replaces the holder with probability `σ(α·(new − held))`; with three equal
+//!   candidates the last wins half the time instead of a third.
+//!
+//! Each uses the caller's [`Stream`], drawing one uniform per contested edge (the first edge
+//! into a position is always taken without a draw).
+
+use super::graph::{logaddexp, Lattice};
+use super::model::{Model, Weights};
+use super::viterbi::{backtrack, ring_size, Workspace};
+use crate::error::Result;
+use crate::rng::Stream;
+
+/// Which sampler `encode(..., alpha=...)` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Perfect,
+    Ffbs,
+    ViterbiSampling,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Result<Method> {
+        match s {
+            "perfect" => Ok(Method::Perfect),
+            "ffbs" => Ok(Method::Ffbs),
+            "viterbi-sampling" => Ok(Method::ViterbiSampling),
+            _ => Err(crate::Error::invalid(format!(
+                "unknown method {s:?}; expected 'perfect', 'ffbs' or 'viterbi-sampling'"
+            ))),
+        }
+    }
+}
+
+/// Validates an inverse temperature: finite and non-negative.
+pub fn check_alpha(alpha: f64) -> Result<()> {
+    if !alpha.is_finite() || alpha < 0.0 {
+        return Err(crate::Error::invalid(format!(
+            "alpha must be a finite number >= 0 (got {alpha}); use alpha=None for the Viterbi path"
+        )));
+    }
+    Ok(())
+}
+
+/// Draws one segmentation into `ws.path` with any method; returns `log Z_α` where the method
+/// computes it (NaN for `viterbi-sampling`).
+pub fn sample(
+    model: &Model,
+    text: &[u8],
+    w: &Weights,
+    method: Method,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+) -> Result<f64> {
+    match method {
+        Method::Perfect => perfect(model, text, w, rng, ws),
+        Method::Ffbs => {
+            let lat = Lattice::build(model, text)?;
+            ffbs(model, text, &lat, w, rng, &mut ws.path)
+        }
+        Method::ViterbiSampling => {
+            viterbi_sampling(model, text, w.alpha, rng, ws)?;
+            Ok(f64::NAN)
+        }
+    }
+}
+
+/// Perfect sampling (weighted reservoir over incoming edges). Fills `ws.path`, returns
+/// `log Z_α(text)`.
+pub fn perfect(
+    model: &Model,
+    text: &[u8],
+    w: &Weights,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+) -> Result<f64> {
+    let log_z = if w.linear_ok {
+        perfect_linear(model, text, w, rng, ws)
+    } else {
+        perfect_log(model, text, w, rng, ws)
+    };
+    backtrack(model, text, ws)?;
+    Ok(log_z)
+}
+
+fn perfect_linear(
+    model: &Model,
+    text: &[u8],
+    w: &Weights,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+) -> f64 {
+    let n = text.len();
+    let size = ring_size(model);
+    let mask = size - 1;
+    ws.back.clear();
+    ws.back.resize(n + 1, 0);
+    ws.ring64.clear();
+    ws.ring64.resize(size, 0.0);
+    let back = &mut ws.back[..];
+    let ring = &mut ws.ring64[..];
+    let weights = &w.w[..];
+    ring[0] = 1.0;
+    // log of the common scale of every value in the ring.
+    let mut scale = 0.0f64;
+    for s in 0..n {
+        if s != 0 && back[s] == 0 {
+            continue;
+        }
+        let slot = s & mask;
+        let mut zs = ring[slot];
+        ring[slot] = 0.0;
+        // Keep the pending sums in a comfortable range: every contribution is at least
+        // 1e-100·e^-300, far above the subnormals, and at most 1e100·e^300 per edge.
+        if !(1e-100..=1e100).contains(&zs) {
+            let f = 1.0 / zs;
+            for r in ring.iter_mut() {
+                *r *= f;
+            }
+            scale += zs.ln();
+            zs = 1.0;
+        }
+        model.edges_at(text, s, |e, id| {
+            let c = zs * weights[id as usize];
+            let slot = e & mask;
+            let z = ring[slot] + c;
+            ring[slot] = z;
+            if back[e] == 0 {
+                back[e] = (e - s) as u16;
+            } else if rng.next_f64() * z < c {
+                back[e] = (e - s) as u16;
+            }
+        });
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    scale + ring[n & mask].ln()
+}
+
+fn perfect_log(
+    model: &Model,
+    text: &[u8],
+    w: &Weights,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+) -> f64 {
+    let n = text.len();
+    let size = ring_size(model);
+    let mask = size - 1;
+    ws.back.clear();
+    ws.back.resize(n + 1, 0);
+    ws.ring64.clear();
+    ws.ring64.resize(size, f64::NEG_INFINITY);
+    let back = &mut ws.back[..];
+    let ring = &mut ws.ring64[..];
+    ring[0] = 0.0;
+    for s in 0..n {
+        if s != 0 && back[s] == 0 {
+            continue;
+        }
+        let slot = s & mask;
+        let zs = ring[slot];
+        ring[slot] = f64::NEG_INFINITY;
+        model.edges_at(text, s, |e, id| {
+            let c = zs + w.log_w[id as usize];
+            let slot = e & mask;
+            let z = logaddexp(ring[slot], c);
+            ring[slot] = z;
+            if back[e] == 0 {
+                back[e] = (e - s) as u16;
+            } else if rng.next_f64() < (c - z).exp() {
+                back[e] = (e - s) as u16;
+            }
+        });
+    }
+    if n == 0 {
+        0.0
+    } else {
+        ring[n & mask]
+    }
+}
+
+/// The historic "Viterbi sampling" rule (biased; see the module docs). Fills `ws.path`.
+pub fn viterbi_sampling(
+    model: &Model,
+    text: &[u8],
+    alpha: f64,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+) -> Result<()> {
+    let n = text.len();
+    let size = ring_size(model);
+    let mask = size - 1;
+    ws.back.clear();
+    ws.back.resize(n + 1, 0);
+    ws.ring64.clear();
+    ws.ring64.resize(size, 0.0);
+    let back = &mut ws.back[..];
+    let ring = &mut ws.ring64[..];
+    for s in 0..n {
+        if s != 0 && back[s] == 0 {
+            continue;
+        }
+        let here = ring[s & mask];
+        model.edges_at(text, s, |e, id| {
+            let cand = here + model.score(id);
+            let slot = e & mask;
+            if back[e] == 0 {
+                ring[slot] = cand;
+                back[e] = (e - s) as u16;
+            } else {
+                let p = 1.0 / (1.0 + (-alpha * (cand - ring[slot])).exp());
+                if rng.next_f64() < p {
+                    ring[slot] = cand;
+                    back[e] = (e - s) as u16;
+                }
+            }
+        });
+    }
+    backtrack(model, text, ws)
+}
+
+/// Forward filtering, backward sampling over a built lattice. Fills `path`, returns `log Z`.
+pub fn ffbs(
+    model: &Model,
+    text: &[u8],
+    lat: &Lattice,
+    w: &Weights,
+    rng: &mut Stream,
+    path: &mut Vec<(usize, usize, u32)>,
+) -> Result<f64> {
+    let log_z = lat.forward(w);
+    lat.check_reachable(model, text, &log_z)?;
+    path.clear();
+    let mut e = lat.n;
+    while e > 0 {
+        // Draw the predecessor edge with probability Z(s)·exp(α v)/Z(e).
+        let u = rng.next_f64();
+        let mut acc = 0.0;
+        let mut chosen = None;
+        let into = lat.into_idx(e);
+        for &k in into {
+            let ed = lat.edges[k as usize];
+            let p = (log_z[ed.s as usize] + w.log_w[ed.id as usize] - log_z[e]).exp();
+            if p > 0.0 {
+                chosen = Some(ed);
+            }
+            acc += p;
+            if u < acc {
+                break;
+            }
+        }
+        // Rounding can leave `acc` a hair below 1: the last edge with mass takes the rest.
+        let ed = chosen.ok_or_else(|| {
+            crate::Error::Internal(format!("no predecessor with mass at position {e}"))
+        })?;
+        path.push((ed.s as usize, ed.e as usize, ed.id));
+        e = ed.s as usize;
+    }
+    path.reverse();
+    Ok(if lat.n == 0 { 0.0 } else { log_z[lat.n] })
+}

@@ -1,0 +1,680 @@
+//! `probcraft._core.Unigram`: the lattice engine's binding. Every method converts its
+//! arguments, then runs the kernel through [`guarded`] (GIL released, panics caught).
+
+use std::sync::Arc;
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+
+use super::{guarded, pickle, to_pyerr};
+use crate::error::{Error, Result};
+use crate::lattice::batch::{self, with_workspace, Mode};
+use crate::lattice::graph::Lattice;
+use crate::lattice::marginals;
+use crate::lattice::model::Model;
+use crate::lattice::nbest;
+use crate::lattice::sample::{self, check_alpha, Method};
+use crate::lattice::swor;
+use crate::lattice::vocab::{PieceKind, VocabSpec};
+use crate::rng::{self, Stream};
+
+/// Largest number of draws `sample` accepts in one call.
+const MAX_DRAWS: usize = 1 << 20;
+
+/// A text argument: `str` (UTF-8 by construction) or bytes-like (validated later, with the
+/// offset of the first invalid byte in the error).
+enum Text {
+    Str(PyBackedStr),
+    Bytes(PyBackedBytes),
+    Owned(Vec<u8>),
+}
+
+impl Text {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Str(s) => s.as_bytes(),
+            Text::Bytes(b) => b,
+            Text::Owned(v) => v,
+        }
+    }
+}
+
+fn text_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Text> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Text::Str(PyBackedStr::try_from(s.clone())?));
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Text::Bytes(PyBackedBytes::from(b.clone())));
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(Text::Owned(b.to_vec()));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} must be str or bytes, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// Model file contents from bytes-like data or a path (`str` / `os.PathLike`).
+fn source_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(b.to_vec());
+    }
+    let py = obj.py();
+    let fspath = py.import("os")?.getattr("fspath")?;
+    let path = fspath.call1((obj,)).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "expected a path (str or os.PathLike) or bytes, not {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    let path: std::path::PathBuf = path.extract()?;
+    guarded(py, || {
+        std::fs::read(&path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    })
+}
+
+/// Token ids from a 1-D integer numpy array or any sequence of ints.
+fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err(
+            "ids must be a sequence of ints, not str/bytes",
+        ));
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
+        return Ok(a.as_array().to_vec());
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, i32>>() {
+        return Ok(a.as_array().iter().map(|&x| x as i64).collect());
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, u32>>() {
+        return Ok(a.as_array().iter().map(|&x| x as i64).collect());
+    }
+    obj.extract::<Vec<i64>>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "ids must be a 1-D sequence of ints, not {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
+}
+
+fn seed_or_fresh(seed: Option<u64>) -> u64 {
+    seed.unwrap_or_else(rng::os_seed)
+}
+
+fn path_ids(model: &Model, text: &[u8], path: &[(usize, usize, u32)]) -> Vec<i32> {
+    let mut out = Vec::with_capacity(path.len());
+    model.emit_ids(text, path, &mut out);
+    out
+}
+
+fn path_log_weight(model: &Model, path: &[(usize, usize, u32)], alpha: f64) -> f64 {
+    alpha * path.iter().map(|&(_, _, id)| model.score(id)).sum::<f64>()
+}
+
+/// A unigram segmentation model (see `probcraft.Unigram` for the documented façade).
+#[pyclass(frozen, module = "probcraft._core")]
+pub struct Unigram {
+    model: Arc<Model>,
+}
+
+impl Unigram {
+    fn build(py: Python<'_>, f: impl FnOnce() -> Result<VocabSpec> + Send) -> PyResult<Unigram> {
+        let model = guarded(py, || Model::from_spec(f()?))?;
+        Ok(Unigram {
+            model: Arc::new(model),
+        })
+    }
+
+    fn piece_object<'py>(&self, py: Python<'py>, p: &[u8]) -> Bound<'py, PyAny> {
+        match std::str::from_utf8(p) {
+            Ok(s) if !self.model.byte_level() => PyString::new(py, s).into_any(),
+            _ => PyBytes::new(py, p).into_any(),
+        }
+    }
+}
+
+#[pymethods]
+impl Unigram {
+    #[classmethod]
+    fn from_sentencepiece(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        path_or_bytes: &Bound<'_, PyAny>,
+    ) -> PyResult<Unigram> {
+        let data = source_arg(path_or_bytes)?;
+        Unigram::build(py, || {
+            crate::lattice::loaders_pending::load_sentencepiece(&data)
+        })
+    }
+
+    #[classmethod]
+    fn from_hf_json(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        path_or_bytes: &Bound<'_, PyAny>,
+    ) -> PyResult<Unigram> {
+        let data = source_arg(path_or_bytes)?;
+        Unigram::build(py, || crate::lattice::loaders_pending::load_hf_json(&data))
+    }
+
+    #[classmethod]
+    fn from_bytepiece(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        path_or_bytes: &Bound<'_, PyAny>,
+    ) -> PyResult<Unigram> {
+        let data = source_arg(path_or_bytes)?;
+        Unigram::build(py, || {
+            crate::lattice::loaders_pending::load_bytepiece_json(&data)
+        })
+    }
+
+    #[classmethod]
+    fn from_jieba_dict(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        path_or_bytes: &Bound<'_, PyAny>,
+    ) -> PyResult<Unigram> {
+        let data = source_arg(path_or_bytes)?;
+        Unigram::build(py, || {
+            crate::lattice::loaders_pending::load_jieba_dict(&data)
+        })
+    }
+
+    /// `pieces`: `(piece, log_prob)` pairs, piece as `str` (or `bytes` when `byte_level`).
+    /// `unk`: index of a piece to act as the UNK piece (its edges score `min − 10`).
+    #[classmethod]
+    #[pyo3(signature = (pieces, *, unk=None, byte_level=false))]
+    fn from_pieces(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        pieces: &Bound<'_, PyAny>,
+        unk: Option<usize>,
+        byte_level: bool,
+    ) -> PyResult<Unigram> {
+        if pieces.is_instance_of::<PyString>() || pieces.is_instance_of::<PyDict>() {
+            return Err(PyTypeError::new_err(
+                "pieces must be a sequence of (piece, log_prob) pairs",
+            ));
+        }
+        let mut list: Vec<(Vec<u8>, f32)> = Vec::new();
+        for (i, item) in pieces.try_iter()?.enumerate() {
+            let item = item?;
+            let pair = item.cast::<PyTuple>().map_err(|_| {
+                PyTypeError::new_err(format!("pieces[{i}] must be a (piece, log_prob) tuple"))
+            })?;
+            if pair.len() != 2 {
+                return Err(PyTypeError::new_err(format!(
+                    "pieces[{i}] must have 2 items, has {}",
+                    pair.len()
+                )));
+            }
+            let p = pair.get_item(0)?;
+            let bytes = if let Ok(s) = p.cast::<PyString>() {
+                s.to_str()?.as_bytes().to_vec()
+            } else if let Ok(b) = p.cast::<PyBytes>() {
+                b.as_bytes().to_vec()
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "pieces[{i}][0] must be str or bytes"
+                )));
+            };
+            let score: f64 = pair
+                .get_item(1)?
+                .extract()
+                .map_err(|_| PyTypeError::new_err(format!("pieces[{i}][1] must be a float")))?;
+            list.push((bytes, score as f32));
+        }
+        Unigram::build(py, move || {
+            let mut spec = VocabSpec::from_pieces(list);
+            spec.byte_level = byte_level;
+            if let Some(u) = unk {
+                let total = spec.pieces.len();
+                let p = spec.pieces.get_mut(u).ok_or_else(|| {
+                    Error::invalid(format!("unk={u} is out of range for {total} pieces"))
+                })?;
+                p.kind = PieceKind::Unknown;
+                spec.unk_id = Some(u as u32);
+            }
+            Ok(spec)
+        })
+    }
+
+    /// A model from probcraft's own vocabulary bytes (`to_bytes`).
+    #[classmethod]
+    fn from_bytes(_cls: &Bound<'_, PyType>, py: Python<'_>, data: &[u8]) -> PyResult<Unigram> {
+        let data = data.to_vec();
+        Unigram::build(py, move || VocabSpec::from_bytes(&data))
+    }
+
+    #[classmethod]
+    fn _from_state(_cls: &Bound<'_, PyType>, py: Python<'_>, state: &[u8]) -> PyResult<Unigram> {
+        let data = state.to_vec();
+        Unigram::build(py, move || VocabSpec::from_bytes(&data))
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.model.spec().to_bytes())
+    }
+
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,))> {
+        pickle::reduce(slf.as_any(), &slf.get().model.spec().to_bytes())
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<Unigram>()
+            .map(|o| o.get().model.spec() == self.model.spec())
+            .unwrap_or(false)
+    }
+
+    fn __hash__(&self) -> u64 {
+        let b = self.model.spec().to_bytes();
+        b.iter().fold(0u64, |h, &x| rng::mix64(h ^ x as u64))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Unigram(vocab_size={}, source={:?}, byte_level={})",
+            self.model.vocab_size(),
+            self.model.spec().source,
+            self.model.byte_level()
+        )
+    }
+
+    fn __len__(&self) -> usize {
+        self.model.vocab_size()
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.model.vocab_size()
+    }
+
+    #[getter]
+    fn unk_id(&self) -> Option<u32> {
+        self.model.unk_id()
+    }
+
+    #[getter]
+    fn byte_level(&self) -> bool {
+        self.model.byte_level()
+    }
+
+    #[getter]
+    fn source(&self) -> String {
+        self.model.spec().source.clone()
+    }
+
+    fn id_to_piece<'py>(&self, py: Python<'py>, i: i64) -> PyResult<Bound<'py, PyAny>> {
+        let n = self.model.vocab_size();
+        if i < 0 || i as u64 >= n as u64 {
+            return Err(to_pyerr(Error::invalid(format!(
+                "id {i} is out of range for a vocabulary of {n} pieces"
+            ))));
+        }
+        Ok(self.piece_object(py, self.model.piece(i as u32).unwrap_or(b"")))
+    }
+
+    fn piece_to_id(&self, piece: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
+        let t = text_arg(piece, "piece")?;
+        Ok(self.model.piece_to_id(t.bytes()))
+    }
+
+    fn score(&self, i: i64) -> PyResult<f64> {
+        let n = self.model.vocab_size();
+        if i < 0 || i as u64 >= n as u64 {
+            return Err(to_pyerr(Error::invalid(format!(
+                "id {i} is out of range for a vocabulary of {n} pieces"
+            ))));
+        }
+        Ok(self.model.spec().pieces[i as usize].score as f64)
+    }
+
+    /// The text the lattice runs over (normalised; raw bytes for byte-level models).
+    fn normalize<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let t = text_arg(text, "text")?;
+        let m = self.model.clone();
+        let out = guarded(py, || m.prepare(t.bytes()))?;
+        Ok(self.piece_object(py, &out))
+    }
+
+    #[pyo3(signature = (text, *, alpha=None, seed=None, method="perfect"))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        alpha: Option<f64>,
+        seed: Option<u64>,
+        method: &str,
+    ) -> PyResult<Bound<'py, PyArray1<i32>>> {
+        let t = text_arg(text, "text")?;
+        let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
+        let m = self.model.clone();
+        let seed = seed_or_fresh(seed);
+        let ids = guarded(py, || {
+            with_workspace(|ws| {
+                let mut out = Vec::new();
+                batch::encode(&m, t.bytes(), mode, &mut Stream::new(seed, 0), ws, &mut out)?;
+                Ok(out)
+            })
+        })?;
+        Ok(ids.into_pyarray(py))
+    }
+
+    #[pyo3(signature = (text, *, alpha=None, seed=None, method="perfect"))]
+    fn encode_as_pieces<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        alpha: Option<f64>,
+        seed: Option<u64>,
+        method: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let t = text_arg(text, "text")?;
+        let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
+        let m = self.model.clone();
+        let seed = seed_or_fresh(seed);
+        let pieces = guarded(py, || {
+            with_workspace(|ws| {
+                batch::encode_pieces(&m, t.bytes(), mode, &mut Stream::new(seed, 0), ws)
+            })
+        })?;
+        let items: Vec<Bound<'py, PyAny>> =
+            pieces.iter().map(|p| self.piece_object(py, p)).collect();
+        PyList::new(py, items)
+    }
+
+    /// Returns `(ids, offsets)`: item `i` is `ids[offsets[i]:offsets[i+1]]`.
+    #[pyo3(signature = (texts, *, alpha=None, seed=None, num_threads=None, method="perfect", stream_offset=0))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn encode_batch_flat<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        alpha: Option<f64>,
+        seed: Option<u64>,
+        num_threads: Option<usize>,
+        method: &str,
+        stream_offset: u64,
+    ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
+        if texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>() {
+            return Err(PyTypeError::new_err(
+                "texts must be a sequence of str or bytes, not a single str/bytes",
+            ));
+        }
+        let mut items = Vec::new();
+        for (i, t) in texts.try_iter()?.enumerate() {
+            items.push(text_arg(&t?, &format!("texts[{i}]"))?);
+        }
+        let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
+        let m = self.model.clone();
+        let seed = seed_or_fresh(seed);
+        let flat = guarded(py, || {
+            let refs: Vec<&[u8]> = items.iter().map(|t| t.bytes()).collect();
+            batch::encode_batch(&m, &refs, mode, seed, stream_offset, num_threads)
+        })?;
+        Ok((flat.ids.into_pyarray(py), flat.offsets.into_pyarray(py)))
+    }
+
+    fn decode<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let ids = ids_arg(ids)?;
+        let m = self.model.clone();
+        let out = guarded(py, || m.decode(&ids))?;
+        Ok(PyString::new(py, &String::from_utf8_lossy(&out)).into_any())
+    }
+
+    fn decode_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let ids = ids_arg(ids)?;
+        let m = self.model.clone();
+        let out = guarded(py, || m.decode(&ids))?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn nbest<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        k: i64,
+    ) -> PyResult<Vec<(Bound<'py, PyArray1<i32>>, f64)>> {
+        let t = text_arg(text, "text")?;
+        if k < 0 {
+            return Err(to_pyerr(Error::invalid(format!("k must be >= 0, got {k}"))));
+        }
+        let m = self.model.clone();
+        let res = guarded(py, || {
+            let prepared = m.prepare(t.bytes())?;
+            let lat = Lattice::build(&m, &prepared)?;
+            let best = nbest::nbest(&m, &prepared, &lat, k as usize)?;
+            Ok(best
+                .into_iter()
+                .map(|(p, s)| (path_ids(&m, &prepared, &p), s))
+                .collect::<Vec<_>>())
+        })?;
+        Ok(res
+            .into_iter()
+            .map(|(ids, s)| (ids.into_pyarray(py), s))
+            .collect())
+    }
+
+    /// `replace=True`: `n` independent draws (draw `i` uses stream `(seed, i)`), each
+    /// `(ids, log_prob)`. `replace=False`: up to `n` distinct segmentations (Gumbel-top-k),
+    /// each `(ids, log_prob, inclusion_probability)`.
+    #[pyo3(signature = (text, n, *, alpha, seed=None, replace=true, method="perfect"))]
+    #[allow(clippy::too_many_arguments)]
+    fn sample<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        n: i64,
+        alpha: f64,
+        seed: Option<u64>,
+        replace: bool,
+        method: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let t = text_arg(text, "text")?;
+        if n < 0 || n as u64 > MAX_DRAWS as u64 {
+            return Err(to_pyerr(Error::invalid(format!(
+                "n must be in 0..={MAX_DRAWS}, got {n}"
+            ))));
+        }
+        let n = n as usize;
+        check_alpha(alpha).map_err(to_pyerr)?;
+        let method = Method::parse(method).map_err(to_pyerr)?;
+        let m = self.model.clone();
+        let seed = seed_or_fresh(seed);
+        let draws = guarded(py, || {
+            let prepared = m.prepare(t.bytes())?;
+            let w = m.weights(alpha);
+            if !replace {
+                let lat = Lattice::build(&m, &prepared)?;
+                let mut rng = Stream::new(seed, 0);
+                let s = swor::sample_without_replacement(&m, &prepared, &lat, &w, n, &mut rng)?;
+                return Ok(s
+                    .into_iter()
+                    .map(|(p, lp, q)| (path_ids(&m, &prepared, &p), lp, Some(q)))
+                    .collect::<Vec<_>>());
+            }
+            // FFBS shares one lattice across draws.
+            let lat = if method == Method::Ffbs && n > 0 {
+                Some(Lattice::build(&m, &prepared)?)
+            } else {
+                None
+            };
+            let mut log_z = None;
+            let mut out = Vec::with_capacity(n);
+            with_workspace(|ws| -> Result<()> {
+                for i in 0..n {
+                    let mut rng = Stream::new(seed, i as u64);
+                    let lz = match &lat {
+                        Some(l) => sample::ffbs(&m, &prepared, l, &w, &mut rng, &mut ws.path)?,
+                        None => sample::sample(&m, &prepared, &w, method, &mut rng, ws)?,
+                    };
+                    let lz = if lz.is_nan() {
+                        match log_z {
+                            Some(z) => z,
+                            None => {
+                                let l = Lattice::build(&m, &prepared)?;
+                                let z = marginals::log_partition(&m, &prepared, &l, &w)?;
+                                log_z = Some(z);
+                                z
+                            }
+                        }
+                    } else {
+                        lz
+                    };
+                    let lp = path_log_weight(&m, &ws.path, alpha) - lz;
+                    out.push((path_ids(&m, &prepared, &ws.path), lp, None));
+                }
+                Ok(())
+            })?;
+            Ok(out)
+        })?;
+        let items: Vec<Bound<'py, PyAny>> = draws
+            .into_iter()
+            .map(|(ids, lp, q)| -> PyResult<Bound<'py, PyAny>> {
+                let arr = ids.into_pyarray(py).into_any();
+                Ok(match q {
+                    Some(q) => (arr, lp, q).into_pyobject(py)?.into_any(),
+                    None => (arr, lp).into_pyobject(py)?.into_any(),
+                })
+            })
+            .collect::<PyResult<_>>()?;
+        PyList::new(py, items)
+    }
+
+    #[pyo3(signature = (text, alpha=1.0))]
+    fn log_partition(&self, py: Python<'_>, text: &Bound<'_, PyAny>, alpha: f64) -> PyResult<f64> {
+        let t = text_arg(text, "text")?;
+        let m = self.model.clone();
+        guarded(py, || {
+            check_alpha(alpha)?;
+            let prepared = m.prepare(t.bytes())?;
+            let lat = Lattice::build(&m, &prepared)?;
+            marginals::log_partition(&m, &prepared, &lat, &m.weights(alpha))
+        })
+    }
+
+    #[pyo3(signature = (text, alpha=1.0))]
+    fn entropy(&self, py: Python<'_>, text: &Bound<'_, PyAny>, alpha: f64) -> PyResult<f64> {
+        let t = text_arg(text, "text")?;
+        let m = self.model.clone();
+        guarded(py, || {
+            check_alpha(alpha)?;
+            let prepared = m.prepare(t.bytes())?;
+            let lat = Lattice::build(&m, &prepared)?;
+            marginals::entropy(&m, &prepared, &lat, &m.weights(alpha))
+        })
+    }
+
+    #[pyo3(signature = (text, ids, alpha=1.0))]
+    fn log_prob(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyAny>,
+        ids: &Bound<'_, PyAny>,
+        alpha: f64,
+    ) -> PyResult<f64> {
+        let t = text_arg(text, "text")?;
+        let ids = ids_arg(ids)?;
+        let m = self.model.clone();
+        guarded(py, || {
+            check_alpha(alpha)?;
+            let prepared = m.prepare(t.bytes())?;
+            let w = m.weights(alpha);
+            let lw = marginals::log_weight_of_ids(&m, &prepared, &ids, &w)?;
+            let lat = Lattice::build(&m, &prepared)?;
+            Ok(lw - marginals::log_partition(&m, &prepared, &lat, &w)?)
+        })
+    }
+
+    /// Returns a dict: `log_z`, `entropy`, `expected_tokens`, `expected_score`, `piece_ids` and
+    /// `piece_counts` (expected count per piece with non-zero mass), `boundary` (probability of
+    /// a token boundary at each byte offset of `normalized`), `edge_start`, `edge_end`,
+    /// `edge_id`, `edge_prob`, and `normalized` (the text the offsets refer to).
+    #[pyo3(signature = (text, alpha=1.0))]
+    fn marginals<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        alpha: f64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let t = text_arg(text, "text")?;
+        let m = self.model.clone();
+        let (prepared, mg) = guarded(py, || {
+            check_alpha(alpha)?;
+            let prepared = m.prepare(t.bytes())?;
+            let lat = Lattice::build(&m, &prepared)?;
+            let mg = marginals::marginals(&m, &prepared, &lat, &m.weights(alpha))?;
+            Ok((prepared, mg))
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("log_z", mg.log_z)?;
+        d.set_item("entropy", mg.entropy)?;
+        d.set_item("expected_tokens", mg.expected_tokens)?;
+        d.set_item("expected_score", mg.expected_score)?;
+        let (ids, counts): (Vec<i32>, Vec<f64>) =
+            mg.piece_counts.iter().map(|&(i, c)| (i as i32, c)).unzip();
+        d.set_item("piece_ids", ids.into_pyarray(py))?;
+        d.set_item("piece_counts", counts.into_pyarray(py))?;
+        d.set_item("boundary", mg.boundary.into_pyarray(py))?;
+        let es: Vec<i64> = mg.edges.iter().map(|e| e.0 as i64).collect();
+        let ee: Vec<i64> = mg.edges.iter().map(|e| e.1 as i64).collect();
+        let ei: Vec<i32> = mg.edges.iter().map(|e| e.2 as i32).collect();
+        let ep: Vec<f64> = mg.edges.iter().map(|e| e.3).collect();
+        d.set_item("edge_start", es.into_pyarray(py))?;
+        d.set_item("edge_end", ee.into_pyarray(py))?;
+        d.set_item("edge_id", ei.into_pyarray(py))?;
+        d.set_item("edge_prob", ep.into_pyarray(py))?;
+        d.set_item("normalized", self.piece_object(py, &prepared))?;
+        Ok(d)
+    }
+
+    /// `(id, start, probability)` for every possible last token, highest first; `start` is a
+    /// byte offset into `normalize(text)`.
+    #[pyo3(signature = (text, alpha=1.0))]
+    fn prefix_candidates(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyAny>,
+        alpha: f64,
+    ) -> PyResult<Vec<(u32, usize, f64)>> {
+        let t = text_arg(text, "text")?;
+        let m = self.model.clone();
+        guarded(py, || {
+            check_alpha(alpha)?;
+            let prepared = m.prepare(t.bytes())?;
+            let lat = Lattice::build(&m, &prepared)?;
+            marginals::prefix_candidates(&m, &prepared, &lat, &m.weights(alpha))
+        })
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Unigram>()?;
+    Ok(())
+}
