@@ -23,11 +23,13 @@ from ._core import (
     set_simd_level,
     stream_u64,
 )
+from .lattice import Unigram
 
 __all__ = [
     "LimitError",
     "ModelFormatError",
     "Streams",
+    "Unigram",
     "__version__",
     "build_info",
     "derive_seed",

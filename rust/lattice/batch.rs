@@ -122,29 +122,34 @@ pub fn encode_batch<T: AsRef<[u8]> + Sync>(
     stream_offset: u64,
     num_threads: Option<usize>,
 ) -> Result<Flat> {
+    let serial = parallel::effective_threads(num_threads, texts.len())? <= 1;
+    if serial {
+        // Straight into the flat buffers: no per-item vectors.
+        return with_workspace(|ws| {
+            let mut ids = Vec::new();
+            let mut offsets = Vec::with_capacity(texts.len() + 1);
+            offsets.push(0i64);
+            for (i, t) in texts.iter().enumerate() {
+                let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
+                encode(model, t.as_ref(), mode, &mut rng, ws, &mut ids).map_err(|e| at_item(e, i))?;
+                offsets.push(ids.len() as i64);
+            }
+            Ok(Flat { ids, offsets })
+        });
+    }
     let one = |ws: &mut Workspace, i: usize, t: &T| -> Result<Vec<i32>> {
         let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
         let mut out = Vec::new();
         encode(model, t.as_ref(), mode, &mut rng, ws, &mut out).map_err(|e| at_item(e, i))?;
         Ok(out)
     };
-    let parts: Vec<Vec<i32>> = if parallel::effective_threads(num_threads, texts.len())? <= 1 {
-        with_workspace(|ws| {
-            texts
-                .iter()
-                .enumerate()
-                .map(|(i, t)| one(ws, i, t))
-                .collect::<Result<Vec<_>>>()
-        })?
-    } else {
-        parallel::run(num_threads, texts.len(), || {
-            texts
-                .par_iter()
-                .enumerate()
-                .map_init(Workspace::new, |ws, (i, t)| one(ws, i, t))
-                .collect::<Result<Vec<_>>>()
-        })??
-    };
+    let parts: Vec<Vec<i32>> = parallel::run(num_threads, texts.len(), || {
+        texts
+            .par_iter()
+            .enumerate()
+            .map_init(Workspace::new, |ws, (i, t)| one(ws, i, t))
+            .collect::<Result<Vec<_>>>()
+    })??;
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut ids = Vec::with_capacity(total);
     let mut offsets = Vec::with_capacity(parts.len() + 1);

@@ -186,7 +186,9 @@ pub fn log_weight_of_ids(model: &Model, text: &[u8], ids: &[i64], w: &Weights) -
                 }
             }
         } else if Some(id) == unk && !model.byte_fallback() {
-            // One merged token covers one or more consecutive UNK characters.
+            // One merged token covers one or more consecutive UNK characters (exactly one
+            // when the model does not merge UNKs).
+            let merge = model.merges_unk();
             for &(pos, lw) in &front {
                 let mut p = pos;
                 let mut acc = lw;
@@ -194,6 +196,9 @@ pub fn log_weight_of_ids(model: &Model, text: &[u8], ids: &[i64], w: &Weights) -
                     acc += lw_unk;
                     p += model.unit_len(text, p);
                     push_state(&mut next, p, acc);
+                    if !merge {
+                        break;
+                    }
                 }
             }
             k += 1;

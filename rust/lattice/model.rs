@@ -17,6 +17,7 @@
 //! Positions are byte offsets of the normalised text; for non-byte-level models every piece is
 //! UTF-8 so edges start and end on character boundaries only.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use super::normalizer::Normalizer;
@@ -47,7 +48,7 @@ pub struct Weights {
     pub w: Vec<f64>,
     /// `α·v(id)`.
     pub log_w: Vec<f64>,
-    /// True when every `|α·v| <= 300`, so that linear-domain sums with per-position rescaling
+    /// True when every `|α·v| <= 150`, so that linear-domain sums with per-position rescaling
     /// cannot underflow; otherwise samplers run in the log domain.
     pub linear_ok: bool,
 }
@@ -251,6 +252,11 @@ impl Model {
     pub fn unk_rule(&self) -> UnkRule {
         self.unk_rule
     }
+    /// Whether consecutive UNK tokens merge into one (SentencePiece) or stay one per
+    /// character (jieba).
+    pub fn merges_unk(&self) -> bool {
+        self.unk_rule == UnkRule::NoSingleChar
+    }
     pub fn max_edge(&self) -> usize {
         self.max_edge
     }
@@ -305,12 +311,15 @@ impl Model {
 
     /// The text the lattice runs over: normalised UTF-8, or the raw bytes for byte-level
     /// models.
-    pub fn prepare(&self, text: &[u8]) -> Result<Vec<u8>> {
+    pub fn prepare<'a>(&self, text: &'a [u8]) -> Result<Cow<'a, [u8]>> {
         if self.byte_level {
-            return Ok(text.to_vec());
+            return Ok(Cow::Borrowed(text));
         }
         let s = check_utf8(text)?;
-        Ok(self.normalizer.normalize(s).into_bytes())
+        if self.normalizer.is_identity() {
+            return Ok(Cow::Borrowed(text));
+        }
+        Ok(Cow::Owned(self.normalizer.normalize(s).into_bytes()))
     }
 
     /// Length of the lattice unit starting at `s` (one character, or one byte when
@@ -401,7 +410,7 @@ impl Model {
             .iter()
             .map(|&v| if alpha == 0.0 { 0.0 } else { alpha * v })
             .collect();
-        let linear_ok = log_w.iter().all(|x| x.abs() <= 300.0);
+        let linear_ok = log_w.iter().all(|x| x.abs() <= 150.0);
         let w = log_w.iter().map(|x| x.exp()).collect();
         let arc = Arc::new(Weights {
             alpha,
@@ -416,6 +425,8 @@ impl Model {
     /// Turns a path (edges as `(start, end, id)` in text order) into output ids: consecutive
     /// UNKs merge into one, and with byte fallback each UNK character becomes byte pieces.
     pub fn emit_ids(&self, text: &[u8], path: &[(usize, usize, u32)], out: &mut Vec<i32>) {
+        // jieba keeps unknown characters as separate tokens; SentencePiece merges them.
+        let merge = self.merges_unk();
         let mut prev_unk = false;
         for &(s, e, id) in path {
             if Some(id) == self.unk_id {
@@ -424,7 +435,7 @@ impl Model {
                     prev_unk = false;
                     continue;
                 }
-                if !prev_unk {
+                if !(prev_unk && merge) {
                     out.push(id as i32);
                 }
                 prev_unk = true;
@@ -438,6 +449,7 @@ impl Model {
     /// Surface strings of a path with the same merging as [`Self::emit_ids`]; byte-fallback
     /// tokens are shown as their `<0xXX>` piece names, everything else as the text it covers.
     pub fn emit_pieces(&self, text: &[u8], path: &[(usize, usize, u32)]) -> Vec<Vec<u8>> {
+        let merge = self.merges_unk();
         let mut out: Vec<Vec<u8>> = Vec::with_capacity(path.len());
         let mut prev_unk = false;
         for &(s, e, id) in path {
@@ -449,7 +461,7 @@ impl Model {
                     prev_unk = false;
                     continue;
                 }
-                if prev_unk {
+                if prev_unk && merge {
                     if let Some(last) = out.last_mut() {
                         last.extend_from_slice(&text[s..e]);
                     }

@@ -6,7 +6,7 @@
 //! completions would exist), so merging the incoming lists position by position is exact.
 //! Cost O(edges · k · log k) time and O(L · k) memory, no cap, no fallback.
 
-use super::graph::Lattice;
+use super::viterbi::ring_size;
 use super::model::Model;
 use crate::error::{Error, Result};
 
@@ -18,8 +18,9 @@ struct Hyp {
     score: f64,
     /// Arena index of the partial path this one extends (`u32::MAX` at the root).
     prev: u32,
-    /// Index of the last edge in `Lattice::edges`.
-    edge: u32,
+    /// Start of the last edge (its end is the position whose list holds this entry).
+    s: u32,
+    id: u32,
 }
 
 /// One segmentation as `(start, end, id)` edges, and its score `Σ v`.
@@ -27,53 +28,68 @@ pub type Scored = (Vec<(usize, usize, u32)>, f64);
 
 /// The `k` highest-scoring segmentations, best first. Ties keep SentencePiece's edge order
 /// (earlier starts first), so the first result is the Viterbi path up to f32-vs-f64 rounding.
-pub fn nbest(model: &Model, text: &[u8], lat: &Lattice, k: usize) -> Result<Vec<Scored>> {
+///
+/// No lattice is built: like Viterbi, one pass over start positions pushes each finished
+/// list along the outgoing edges into per-end candidate pools (a ring of reused buffers),
+/// and a position's pool is cut to its best `k` when the pass reaches it.
+pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
     if k > MAX_K {
         return Err(Error::Limit(format!("k={k} exceeds the limit of {MAX_K}")));
     }
     if k == 0 {
         return Ok(Vec::new());
     }
-    let n = lat.n;
+    let n = text.len();
     if n == 0 {
         return Ok(vec![(Vec::new(), 0.0)]);
     }
+    if n >= u32::MAX as usize {
+        return Err(Error::Limit(format!("text of {n} bytes exceeds the 4 GiB limit")));
+    }
+    let size = ring_size(model);
+    let mask = size - 1;
+    let mut pools: Vec<Vec<Hyp>> = vec![Vec::new(); size];
     let mut arena: Vec<Hyp> = vec![Hyp {
         score: 0.0,
         prev: u32::MAX,
-        edge: u32::MAX,
+        s: 0,
+        id: u32::MAX,
     }];
     let mut span = vec![(0u32, 0u32); n + 1];
     span[0] = (0, 1);
-    let mut cands: Vec<Hyp> = Vec::new();
-    for e in 1..=n {
-        cands.clear();
-        for &ki in lat.into_idx(e) {
-            let ed = lat.edges[ki as usize];
-            let (off, len) = span[ed.s as usize];
-            let v = model.score(ed.id);
+    for s in 0..=n {
+        if s > 0 {
+            let pool = &mut pools[s & mask];
+            if pool.is_empty() {
+                continue;
+            }
+            // Stable: equal scores keep push order (earlier start, then better rank).
+            pool.sort_by(|a, b| b.score.total_cmp(&a.score));
+            pool.truncate(k);
+            if arena.len() + pool.len() >= u32::MAX as usize {
+                return Err(Error::Limit("k-best search exceeds 2**32 partial paths".into()));
+            }
+            span[s] = (arena.len() as u32, pool.len() as u32);
+            arena.extend_from_slice(pool);
+            pool.clear();
+        }
+        if s == n {
+            break;
+        }
+        let (off, len) = span[s];
+        let arena_ref = &arena;
+        model.edges_at(text, s, |e, id| {
+            let v = model.score(id);
+            let pool = &mut pools[e & mask];
             for r in off..off + len {
-                cands.push(Hyp {
-                    score: arena[r as usize].score + v,
+                pool.push(Hyp {
+                    score: arena_ref[r as usize].score + v,
                     prev: r,
-                    edge: ki,
+                    s: s as u32,
+                    id,
                 });
             }
-        }
-        if cands.len() > k {
-            // Stable order for ties: candidates were pushed in start order.
-            cands.sort_by(|a, b| b.score.total_cmp(&a.score));
-            cands.truncate(k);
-        } else {
-            cands.sort_by(|a, b| b.score.total_cmp(&a.score));
-        }
-        if arena.len() + cands.len() >= u32::MAX as usize {
-            return Err(Error::Limit(
-                "k-best search exceeds 2**32 partial paths".into(),
-            ));
-        }
-        span[e] = (arena.len() as u32, cands.len() as u32);
-        arena.extend_from_slice(&cands);
+        });
     }
     let (off, len) = span[n];
     if len == 0 {
@@ -85,9 +101,10 @@ pub fn nbest(model: &Model, text: &[u8], lat: &Lattice, k: usize) -> Result<Vec<
         let mut path = Vec::new();
         let mut h = arena[r as usize];
         let score = h.score;
+        let mut e = n;
         while h.prev != u32::MAX {
-            let ed = lat.edges[h.edge as usize];
-            path.push((ed.s as usize, ed.e as usize, ed.id));
+            path.push((h.s as usize, e, h.id));
+            e = h.s as usize;
             h = arena[h.prev as usize];
         }
         path.reverse();

@@ -5,15 +5,15 @@
 //!   back-pointer per byte plus a ring of `max_edge + 1` partial sums), no stored lattice, and
 //!   `log Z_α` for free. The sums live in the linear domain with a running log-scale: weights
 //!   `exp(α·v)` come from the per-α cache, and the reservoir test `u < c/Z` is a multiply and a
-//!   compare. When some `|α·v|` exceeds 300 the same pass runs in the log domain instead.
+//!   compare. When some `|α·v|` exceeds 150 the same pass runs in the log domain instead.
 //! - [`ffbs`]: forward filtering, backward sampling (SentencePiece's `nbest_size=-1`): forward
 //!   log-partitions over a stored lattice, then predecessors drawn from the end.
 //! - [`viterbi_sampling`]: the historic, biased single-pass rule, kept for reproduction. A new
 //!   candidate replaces the holder with probability `σ(α·(new − held))`; with three equal
 //!   candidates the last wins half the time instead of a third.
 //!
-//! Each uses the caller's [`Stream`], drawing one uniform per contested edge (the first edge
-//! into a position is always taken without a draw).
+//! Each uses the caller's [`Stream`]. The linear-domain perfect sampler draws one uniform per
+//! replacement (reservoir "jumps", see `perfect_linear`); the others one per contested edge.
 
 use super::graph::{logaddexp, Lattice};
 use super::model::{Model, Weights};
@@ -106,12 +106,13 @@ fn perfect_linear(
     ws.back.clear();
     ws.back.resize(n + 1, 0);
     ws.ring64.clear();
-    ws.ring64.resize(size, 0.0);
+    // Two rings: the running sum Z(e) and the reservoir's jump threshold for e.
+    ws.ring64.resize(2 * size, 0.0);
     let back = &mut ws.back[..];
-    let ring = &mut ws.ring64[..];
+    let (ring, thresh) = ws.ring64.split_at_mut(size);
     let weights = &w.w[..];
     ring[0] = 1.0;
-    // log of the common scale of every value in the ring.
+    // log of the common scale of every value in the rings.
     let mut scale = 0.0f64;
     for s in 0..n {
         if s != 0 && back[s] == 0 {
@@ -121,10 +122,11 @@ fn perfect_linear(
         let mut zs = ring[slot];
         ring[slot] = 0.0;
         // Keep the pending sums in a comfortable range: every contribution is at least
-        // 1e-100·e^-300, far above the subnormals, and at most 1e100·e^300 per edge.
+        // 1e-100·e^-150, far above the subnormals, and at most 1e100·e^150 per edge, so even
+        // thresholds (sum / u, u >= 2^-54) stay finite after a rescale by up to 1e100.
         if !(1e-100..=1e100).contains(&zs) {
             let f = 1.0 / zs;
-            for r in ring.iter_mut() {
+            for r in ring.iter_mut().chain(thresh.iter_mut()) {
                 *r *= f;
             }
             scale += zs.ln();
@@ -135,10 +137,14 @@ fn perfect_linear(
             let slot = e & mask;
             let z = ring[slot] + c;
             ring[slot] = z;
-            if back[e] == 0 {
+            // Weighted reservoir of size one, by jumps: the holder chosen at running total
+            // W is replaced by the first later edge whose running total reaches W/u. This is
+            // exactly "replace with probability c/Z at every edge" (both keep the holder
+            // from W to W' with probability W/W'), with one uniform per replacement instead
+            // of one per edge. The first edge is always taken.
+            if back[e] == 0 || z >= thresh[slot] {
                 back[e] = (e - s) as u16;
-            } else if rng.next_f64() * z < c {
-                back[e] = (e - s) as u16;
+                thresh[slot] = z / rng.next_f64_open();
             }
         });
     }

@@ -100,8 +100,12 @@ impl Trie {
         let units = &self.units[..];
         let mut node = 0usize;
         for (i, &c) in text.iter().enumerate() {
-            let next = units[node].base as usize + c as usize;
-            let u = units[next];
+            // SAFETY: `node` is always a valid unit index (the root, or a `next` that passed
+            // the check below), and `build` padded `units` to `max(base) + 256` entries, so
+            // `base + c` is in bounds for every unit.
+            let next = unsafe { units.get_unchecked(node).base } as usize + c as usize;
+            // SAFETY: as above, `next <= max(base) + 255 < units.len()`.
+            let u = unsafe { *units.get_unchecked(next) };
             if u.check as usize != node {
                 return;
             }

@@ -354,7 +354,7 @@ impl Unigram {
     ) -> PyResult<Bound<'py, PyAny>> {
         let t = text_arg(text, "text")?;
         let m = self.model.clone();
-        let out = guarded(py, || m.prepare(t.bytes()))?;
+        let out = guarded(py, || m.prepare(t.bytes()).map(|c| c.into_owned()))?;
         Ok(self.piece_object(py, &out))
     }
 
@@ -468,8 +468,7 @@ impl Unigram {
         let m = self.model.clone();
         let res = guarded(py, || {
             let prepared = m.prepare(t.bytes())?;
-            let lat = Lattice::build(&m, &prepared)?;
-            let best = nbest::nbest(&m, &prepared, &lat, k as usize)?;
+            let best = nbest::nbest(&m, &prepared, k as usize)?;
             Ok(best
                 .into_iter()
                 .map(|(p, s)| (path_ids(&m, &prepared, &p), s))
@@ -630,7 +629,7 @@ impl Unigram {
             let prepared = m.prepare(t.bytes())?;
             let lat = Lattice::build(&m, &prepared)?;
             let mg = marginals::marginals(&m, &prepared, &lat, &m.weights(alpha))?;
-            Ok((prepared, mg))
+            Ok((prepared.into_owned(), mg))
         })?;
         let d = PyDict::new(py);
         d.set_item("log_z", mg.log_z)?;

@@ -1,0 +1,312 @@
+"""Unigram segmentation lattices: exact Viterbi, sampling, k-best, marginals and entropy.
+
+A unigram tokenizer gives each vocabulary piece a log-probability ``v``; a text's
+segmentations form a lattice and ``p_α(w) ∝ exp(α·Σv)``. :class:`Unigram` loads SentencePiece,
+HF ``tokenizer.json`` (Unigram), BytePiece and jieba vocabularies or a plain piece list, and
+computes everything over that lattice exactly:
+
+>>> from probcraft import Unigram
+>>> m = Unigram.from_pieces([("a", -1.0), ("b", -1.5), ("ab", -2.0), ("abc", -4.5), ("c", -2.0)])
+>>> m.encode_as_pieces("abc")
+['ab', 'c']
+>>> m.encode("abc").tolist()
+[2, 4]
+>>> [(ids.tolist(), round(s, 3)) for ids, s in m.nbest("abc", 3)]
+[([2, 4], -4.0), ([3], -4.5), ([0, 1, 4], -4.5)]
+>>> round(m.log_prob("abc", [2, 4], alpha=1.0), 4)
+-0.7944
+>>> m.encode("abcabc", alpha=0.5, seed=7).tolist() == m.encode("abcabc", alpha=0.5, seed=7).tolist()
+True
+
+Sampling methods: ``"perfect"`` (default) is the corrected single-pass reservoir rule and
+samples ``p_α`` exactly; ``"ffbs"`` (forward filtering, backward sampling, SentencePiece's
+``nbest_size=-1``) samples the same distribution; ``"viterbi-sampling"`` is the historic rule
+from the original "Viterbi Sampling" post and is **biased** (with three equal candidates the
+last one wins half the time) — kept only for reproducing old results. ``alpha=0`` samples
+uniformly over all segmentations (unlike HF ``tokenizers``, where it means deterministic).
+Guidance: ``alpha=0.1`` is very random; many use 0.2–0.5.
+
+Seeds: ``seed=None`` draws fresh OS entropy per call; with a seed, batch item ``i`` uses the
+random stream ``(seed, stream_offset + i)``, so results never depend on thread count, batch
+split, pickling or worker process; ``encode(t, seed=s)`` equals item 0 of
+``encode_batch([t], seed=s)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+
+Text = Union[str, bytes, bytearray]
+Source = Union[str, "os.PathLike[str]", bytes, bytearray]
+IdsLike = Union[Sequence[int], npt.NDArray[np.integer]]
+
+__all__ = ["Unigram"]
+
+
+class Unigram:
+    """An immutable unigram segmentation model (thread-safe; pickles to deterministic bytes).
+
+    Build it with one of the ``from_*`` constructors. Positions reported by
+    :meth:`marginals` and :meth:`prefix_candidates` are byte offsets into
+    :meth:`normalize`'s output (the text the lattice is built on: SentencePiece's normaliser,
+    dummy prefix and ``▁`` for spaces, or the raw bytes for byte-level models).
+
+    Text arguments accept ``str`` or UTF-8 ``bytes``; invalid UTF-8 raises ``ValueError``
+    naming the byte offset (byte-level models accept any bytes).
+    """
+
+    __slots__ = ("_m",)
+
+    def __init__(self, core: _core.Unigram) -> None:
+        if not isinstance(core, _core.Unigram):
+            raise TypeError("use Unigram.from_sentencepiece / from_pieces / ... to build a model")
+        self._m = core
+
+    # ----------------------------------------------------------------- constructors
+    @classmethod
+    def from_sentencepiece(cls, path_or_bytes: Source) -> "Unigram":
+        """Loads a SentencePiece ``.model`` (path or its bytes)."""
+        return cls(_core.Unigram.from_sentencepiece(path_or_bytes))
+
+    @classmethod
+    def from_hf_json(cls, path_or_bytes: Source) -> "Unigram":
+        """Loads a HF ``tokenizer.json`` with a Unigram model (path or its bytes)."""
+        return cls(_core.Unigram.from_hf_json(path_or_bytes))
+
+    @classmethod
+    def from_bytepiece(cls, path_or_bytes: Source) -> "Unigram":
+        """Loads a BytePiece JSON model; the lattice runs over raw bytes."""
+        return cls(_core.Unigram.from_bytepiece(path_or_bytes))
+
+    @classmethod
+    def from_jieba_dict(cls, path_or_bytes: Source) -> "Unigram":
+        """Loads a jieba ``dict.txt``; Viterbi then equals ``jieba.cut(text, HMM=False)``
+        on runs of Chinese characters (jieba pre-splits other text itself)."""
+        return cls(_core.Unigram.from_jieba_dict(path_or_bytes))
+
+    @classmethod
+    def from_pieces(
+        cls,
+        pieces: Iterable[tuple[Union[str, bytes], float]],
+        *,
+        unk: Optional[int] = None,
+        byte_level: bool = False,
+    ) -> "Unigram":
+        """A model from ``(piece, log_prob)`` pairs (ids are list positions), no normalisation.
+
+        ``unk`` names the index of a piece to use as the UNK piece: characters no
+        single-character piece covers then become UNK tokens (scored ``min_score − 10``, like
+        SentencePiece). Without it, such text raises ``ValueError``.
+
+        >>> m = Unigram.from_pieces([("<unk>", 0.0), ("a", -1.0)], unk=0)
+        >>> m.encode_as_pieces("axya")
+        ['a', 'xy', 'a']
+        """
+        return cls(_core.Unigram.from_pieces(list(pieces), unk=unk, byte_level=byte_level))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Unigram":
+        """Inverse of :meth:`to_bytes` (probcraft's own vocabulary format)."""
+        return cls(_core.Unigram.from_bytes(data))
+
+    def to_bytes(self) -> bytes:
+        """Deterministic bytes of the vocabulary (what pickling stores)."""
+        return self._m.to_bytes()
+
+    # ----------------------------------------------------------------- vocabulary
+    @property
+    def vocab_size(self) -> int:
+        return self._m.vocab_size
+
+    @property
+    def unk_id(self) -> Optional[int]:
+        return self._m.unk_id
+
+    @property
+    def byte_level(self) -> bool:
+        return self._m.byte_level
+
+    @property
+    def source(self) -> str:
+        """Where the vocabulary came from: ``sentencepiece``, ``hf``, ``bytepiece``, ..."""
+        return self._m.source
+
+    def __len__(self) -> int:
+        return self._m.vocab_size
+
+    def id_to_piece(self, i: int) -> Union[str, bytes]:
+        """The piece string of id ``i`` (``bytes`` for byte-level models)."""
+        return self._m.id_to_piece(i)
+
+    def piece_to_id(self, piece: Union[str, bytes]) -> Optional[int]:
+        """The id of ``piece``, or ``None`` when it is not in the vocabulary."""
+        return self._m.piece_to_id(piece)
+
+    def score(self, i: int) -> float:
+        """The stored log-probability of id ``i``."""
+        return self._m.score(i)
+
+    def normalize(self, text: Text) -> Union[str, bytes]:
+        """The text the lattice is built on."""
+        return self._m.normalize(text)
+
+    # ----------------------------------------------------------------- encoding
+    def encode(
+        self,
+        text: Text,
+        *,
+        alpha: Optional[float] = None,
+        seed: Optional[int] = None,
+        method: str = "perfect",
+    ) -> npt.NDArray[np.int32]:
+        """Token ids: the Viterbi path (``alpha=None``) or a sample from ``p_α``.
+
+        Empty text gives an empty array. Consecutive unknown characters merge into one UNK
+        id; with SentencePiece ``byte_fallback`` they become ``<0xXX>`` byte pieces.
+        """
+        return self._m.encode(text, alpha=alpha, seed=seed, method=method)
+
+    def encode_as_pieces(
+        self,
+        text: Text,
+        *,
+        alpha: Optional[float] = None,
+        seed: Optional[int] = None,
+        method: str = "perfect",
+    ) -> list[Any]:
+        """Like :meth:`encode` but returns the pieces' surface strings."""
+        return self._m.encode_as_pieces(text, alpha=alpha, seed=seed, method=method)
+
+    def encode_batch(
+        self,
+        texts: Sequence[Text],
+        *,
+        alpha: Optional[float] = None,
+        seed: Optional[int] = None,
+        num_threads: Optional[int] = None,
+        method: str = "perfect",
+        flat: bool = False,
+        stream_offset: int = 0,
+    ) -> Any:
+        """Encodes many texts in parallel with the GIL released.
+
+        Returns a list of int32 arrays, or with ``flat=True`` the Arrow-style pair
+        ``(ids, offsets)`` where item ``i`` is ``ids[offsets[i]:offsets[i + 1]]``. Item ``i``
+        draws from stream ``(seed, stream_offset + i)``: pass ``stream_offset`` when
+        encoding a batch in pieces to reproduce the whole.
+
+        >>> m = Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5)])
+        >>> ids, offsets = m.encode_batch(["ab", "ba", ""], flat=True)
+        >>> ids.tolist(), offsets.tolist()
+        ([2, 1, 0], [0, 1, 3, 3])
+        """
+        ids, offsets = self._m.encode_batch_flat(
+            texts,
+            alpha=alpha,
+            seed=seed,
+            num_threads=num_threads,
+            method=method,
+            stream_offset=stream_offset,
+        )
+        if flat:
+            return ids, offsets
+        return [ids[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+    def decode(self, ids: IdsLike) -> str:
+        """Text from ids (SentencePiece rules: ``▁`` → space, dummy prefix removed, UNK →
+        ``" ⁇ "``, control pieces dropped, byte pieces joined; invalid UTF-8 becomes U+FFFD).
+        Ids out of range raise ``ValueError``."""
+        return self._m.decode(ids)
+
+    def decode_bytes(self, ids: IdsLike) -> bytes:
+        """Like :meth:`decode` without the final UTF-8 decoding (for byte-level models)."""
+        return self._m.decode_bytes(ids)
+
+    # ----------------------------------------------------------------- distributions
+    def nbest(self, text: Text, k: int) -> list[tuple[npt.NDArray[np.int32], float]]:
+        """The ``k`` best segmentations with their scores ``Σ v``, best first; exact for any
+        text length (no agenda cap). ``k=0`` returns ``[]``; fewer than ``k`` results when the
+        text has fewer segmentations."""
+        return self._m.nbest(text, k)
+
+    def sample(
+        self,
+        text: Text,
+        n: int,
+        *,
+        alpha: float,
+        seed: Optional[int] = None,
+        replace: bool = True,
+        method: str = "perfect",
+    ) -> list[tuple[Any, ...]]:
+        """``n`` segmentations drawn from ``p_α``.
+
+        ``replace=True``: independent draws ``(ids, log_prob)``, draw ``i`` from stream
+        ``(seed, i)``. ``replace=False``: up to ``n`` distinct segmentations (Gumbel-top-k by
+        stochastic beam search), each ``(ids, log_prob, inclusion_probability)`` with
+        inclusion probability ``1 − exp(−exp(log_prob − κ))`` for the ``(n+1)``-th perturbed
+        value ``κ`` (1.0 when the text has at most ``n`` segmentations).
+        """
+        return self._m.sample(text, n, alpha=alpha, seed=seed, replace=replace, method=method)
+
+    def log_partition(self, text: Text, alpha: float = 1.0) -> float:
+        """``log Z_α = log Σ_w exp(α·score(w))``; at ``alpha=0`` the log of the number of
+        segmentations."""
+        return self._m.log_partition(text, alpha)
+
+    def entropy(self, text: Text, alpha: float = 1.0) -> float:
+        """Entropy of ``p_α`` in nats (SentencePiece's ``calculate_entropy``)."""
+        return self._m.entropy(text, alpha)
+
+    def log_prob(self, text: Text, ids: IdsLike, alpha: float = 1.0) -> float:
+        """``log p_α`` of the segmentation given by ``ids``; ``ValueError`` when ``ids`` is
+        not a segmentation of the text."""
+        return self._m.log_prob(text, ids, alpha)
+
+    def marginals(self, text: Text, alpha: float = 1.0) -> dict[str, Any]:
+        """Expected piece counts, edge and boundary marginals, expected token count.
+
+        Keys: ``log_z``, ``entropy``, ``expected_tokens``, ``expected_score``,
+        ``piece_ids`` / ``piece_counts`` (expected count of each piece with non-zero mass),
+        ``boundary`` (probability of a token boundary at each byte offset of ``normalized``),
+        ``edge_start`` / ``edge_end`` / ``edge_id`` / ``edge_prob``, and ``normalized``.
+
+        >>> m = Unigram.from_pieces([("a", -1.0), ("aa", -1.0)])
+        >>> r = m.marginals("aa", alpha=1.0)
+        >>> [round(float(p), 4) for p in r["boundary"]]
+        [1.0, 0.2689, 1.0]
+        """
+        return self._m.marginals(text, alpha)
+
+    def prefix_candidates(
+        self, text: Text, alpha: float = 1.0
+    ) -> list[tuple[int, int, float]]:
+        """Token healing: the distribution of the last token when the text may stop inside
+        it, as ``(id, start, probability)`` sorted by probability. A candidate starts at
+        byte offset ``start`` of ``normalize(text)`` and extends the remaining suffix; its
+        weight is ``Z(start)·exp(α·v)``.
+
+        >>> m = Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("bc", -1.0), ("bcd", -2.0)])
+        >>> [(m.id_to_piece(i), s, round(p, 3)) for i, s, p in m.prefix_candidates("ab")]
+        [('b', 1, 0.422), ('bc', 1, 0.422), ('bcd', 1, 0.155)]
+        """
+        return self._m.prefix_candidates(text, alpha)
+
+    # ----------------------------------------------------------------- python protocol
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unigram) and self._m == other._m
+
+    def __hash__(self) -> int:
+        return hash(self._m)
+
+    def __repr__(self) -> str:
+        return repr(self._m)
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return (Unigram.from_bytes, (self._m.to_bytes(),))
