@@ -17,6 +17,7 @@ pub mod parallel;
 pub mod rng;
 pub mod simd;
 pub mod train;
+pub mod simplex;
 
 #[cfg(feature = "python")]
 mod python;

@@ -24,6 +24,30 @@ from ._core import (
     stream_u64,
 )
 from .lattice import Unigram
+from . import losses
+from .softmax import (
+    entmax,
+    entmax15,
+    entmax15_vjp,
+    entmax_vjp,
+    entropy_invariant_scale,
+    log_softmax,
+    log_softmax_vjp,
+    logsumexp,
+    logsumexp_vjp,
+    perturbmax,
+    perturbmax_vjp,
+    scaled_softmax,
+    softmax,
+    softmax_vjp,
+    sparsemax,
+    sparsemax_vjp,
+    sparsity,
+    taylor_softmax,
+    taylor_softmax_vjp,
+    topk_softmax,
+    topk_softmax_vjp,
+)
 
 __all__ = [
     "LimitError",
@@ -35,4 +59,27 @@ __all__ = [
     "derive_seed",
     "set_simd_level",
     "stream_u64",
+    # softmax family
+    "entmax",
+    "entmax15",
+    "entmax15_vjp",
+    "entmax_vjp",
+    "entropy_invariant_scale",
+    "log_softmax",
+    "log_softmax_vjp",
+    "logsumexp",
+    "logsumexp_vjp",
+    "losses",
+    "perturbmax",
+    "perturbmax_vjp",
+    "scaled_softmax",
+    "softmax",
+    "softmax_vjp",
+    "sparsemax",
+    "sparsemax_vjp",
+    "sparsity",
+    "taylor_softmax",
+    "taylor_softmax_vjp",
+    "topk_softmax",
+    "topk_softmax_vjp",
 ]

@@ -99,3 +99,82 @@ class Unigram:
     def prefix_candidates(
         self, text: str | bytes, alpha: float = 1.0
     ) -> list[tuple[int, int, float]]: ...
+# softmax family (private; the typed API is probcraft.softmax / probcraft.losses)
+_SM_ALPHA_MAX: float
+_SM_MAX_ORDER: int
+_SM_MAX_POINTS: int
+
+def _sm_softmax(
+    x: npt.NDArray[Any],
+    axis: int,
+    temperature: npt.NDArray[np.float64],
+    out: npt.NDArray[Any] | None = None,
+    num_threads: int | None = None,
+    log: bool = False,
+) -> npt.NDArray[Any]: ...
+def _sm_logsumexp(
+    x: npt.NDArray[Any], axis: int, num_threads: int | None = None
+) -> npt.NDArray[Any]: ...
+def _sm_vjp(
+    kind: str,
+    y: npt.NDArray[Any],
+    grad: npt.NDArray[Any],
+    axis: int,
+    param: npt.NDArray[np.float64],
+    num_threads: int | None = None,
+) -> npt.NDArray[Any]: ...
+def _sm_perturbmax_vjp(
+    x: npt.NDArray[Any],
+    grad: npt.NDArray[Any],
+    axis: int,
+    noise: str,
+    n_points: int | None = None,
+    num_threads: int | None = None,
+) -> npt.NDArray[Any]: ...
+def _sm_logsumexp_vjp(
+    x: npt.NDArray[Any],
+    grad: npt.NDArray[np.float64],
+    axis: int,
+    num_threads: int | None = None,
+) -> npt.NDArray[Any]: ...
+def _sm_entmax_vjp(
+    y: npt.NDArray[Any],
+    grad: npt.NDArray[Any],
+    axis: int,
+    alpha: npt.NDArray[np.float64],
+    num_threads: int | None = None,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]: ...
+def _sm_map(
+    kind: str,
+    x: npt.NDArray[Any],
+    axis: int,
+    param: npt.NDArray[np.float64],
+    out: npt.NDArray[Any] | None = None,
+    num_threads: int | None = None,
+    noise: str = "gaussian",
+    n_points: int | None = None,
+) -> npt.NDArray[Any]: ...
+def _sm_sparsity(
+    x: npt.NDArray[Any],
+    axis: int,
+    measure: str,
+    p: float = 2.0,
+    q: float = 1.0,
+    order: float = 2.0,
+    num_threads: int | None = None,
+) -> npt.NDArray[np.float64]: ...
+def _sm_loss(
+    kind: str,
+    x: npt.NDArray[Any],
+    target: npt.NDArray[np.int64],
+    axis: int,
+    param: npt.NDArray[np.float64],
+    ignore_index: int,
+    reduction: str,
+    return_grad: bool,
+    num_threads: int | None = None,
+    margin: float = 0.0,
+    scale: float = 1.0,
+    gamma: float = 0.0,
+    embeddings: npt.NDArray[np.float64] | None = None,
+) -> tuple[npt.NDArray[np.float64], int, npt.NDArray[Any] | None]: ...

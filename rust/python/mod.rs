@@ -12,6 +12,7 @@ use crate::error::{catch_panic, Error};
 mod lattice;
 mod pickle;
 mod spmio;
+mod simplex;
 mod streams;
 mod train;
 use crate::{parallel, rng, simd};
@@ -144,5 +145,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     lattice::register(m)?;
     spmio::register(m)?;
     train::register(m)?;
+    simplex::register(m)?;
     Ok(())
 }

@@ -1,0 +1,366 @@
+//! Softmax with temperature, log-softmax, logsumexp and their VJPs.
+//!
+//! The row kernel is blocked: each block of [`Float::BLOCK`] elements is read from memory once
+//! for its maximum and, while still in L1, exponentiated against that block maximum, stored to
+//! the output and summed. Block sums are folded into one running `(max, sum)` pair in f64
+//! (the online-softmax recurrence, but per block, so the rescaling costs one scalar `exp` per
+//! block rather than per element). A final pass multiplies each block by
+//! `exp(block_max − max) / sum`. Small rows are a single block, so the data is read from
+//! memory once and written once, with one vector `exp` per element. Sums are accumulated in f64
+//! lanes (a float32 sum over a long row would lose ~√n·eps).
+//!
+//! Special values (documented in `python/probcraft/softmax.py`): `−∞` entries get 0; a row of
+//! only `−∞` is NaN (as scipy and torch); `+∞` entries share the mass equally (the limit),
+//! NaN anywhere makes the row NaN; an empty axis gives an empty result (logsumexp: `−∞`).
+
+use ndarray::{ArrayViewD, ArrayViewMutD};
+
+use super::layout::{map_rows, map_rows2, reduce_rows, Params, RowSpec};
+use super::{kern, Float};
+use crate::error::{Error, Result};
+
+/// `1/τ` in the element type, rejecting temperatures whose inverse is not finite there.
+pub(crate) fn inv_temperature<T: Float>(t: f64) -> Result<T> {
+    if t.is_nan() || t <= 0.0 || !t.is_finite() {
+        return Err(Error::invalid(format!(
+            "temperature must be positive and finite, got {t}"
+        )));
+    }
+    let c = 1.0 / t;
+    if !(T::from_f64(c).to_f64()).is_finite() {
+        return Err(Error::invalid(format!(
+            "temperature {t} is too small for {} (1/temperature overflows)",
+            T::NAME
+        )));
+    }
+    Ok(T::from_f64(c))
+}
+
+fn check_temperature<T: Float>(t: &Params<'_>, n_rows: usize) -> Result<()> {
+    t.check(
+        n_rows,
+        "temperature",
+        |v| v > 0.0 && v.is_finite(),
+        "positive and finite",
+    )?;
+    for &v in t.0 {
+        inv_temperature::<T>(v)?;
+    }
+    Ok(())
+}
+
+/// The outcome of the first pass over a row.
+enum Pass1 {
+    /// Finite maximum `m` (f64) and `Σ exp((x − m)·c)`.
+    Normal {
+        m: f64,
+        s: f64,
+    },
+    /// At least one `+∞` and no NaN: `count` entries are `+∞`.
+    PosInf {
+        count: usize,
+    },
+    /// Every entry is `−∞`.
+    AllNegInf,
+    /// A NaN somewhere.
+    Nan,
+    Empty,
+}
+
+fn special_scan<T: Float>(x: &[T]) -> Pass1 {
+    if kern::find_nan(x).is_some() {
+        return Pass1::Nan;
+    }
+    let count = x.iter().filter(|&&v| v == T::INFINITY).count();
+    if count > 0 {
+        Pass1::PosInf { count }
+    } else if x.iter().all(|&v| v == T::NEG_INFINITY) {
+        Pass1::AllNegInf
+    } else {
+        // Unreachable with a correct max kernel; scanning again is the safe answer.
+        Pass1::Nan
+    }
+}
+
+/// First pass; when `out` is given, also stores the per-block exponentials there and the block
+/// maxima in `blocks` (−∞ for blocks that are entirely −∞).
+fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f64>) -> Pass1 {
+    if x.is_empty() {
+        return Pass1::Empty;
+    }
+    blocks.clear();
+    let cf = c.to_f64();
+    let (mut m, mut s) = (f64::NEG_INFINITY, 0.0f64);
+    for (k, xb) in x.chunks(T::BLOCK).enumerate() {
+        let bm = T::k_max(xb);
+        if !(bm > T::NEG_INFINITY && bm < T::INFINITY) {
+            if bm == T::NEG_INFINITY && kern::find_nan(xb).is_none() {
+                if let Some(o) = out.as_deref_mut() {
+                    o[k * T::BLOCK..k * T::BLOCK + xb.len()].fill(T::ZERO);
+                }
+                blocks.push(f64::NEG_INFINITY);
+                continue;
+            }
+            return special_scan(x);
+        }
+        let bs = match out.as_deref_mut() {
+            Some(o) => T::k_exp_store_sum(xb, bm, c, &mut o[k * T::BLOCK..k * T::BLOCK + xb.len()]),
+            None => T::k_exp_sum(xb, bm, c),
+        };
+        let bmf = bm.to_f64();
+        if bmf > m {
+            s = s * ((m - bmf) * cf).exp() + bs;
+            m = bmf;
+        } else {
+            s += bs * ((bmf - m) * cf).exp();
+        }
+        blocks.push(bmf);
+    }
+    if m == f64::NEG_INFINITY {
+        return Pass1::AllNegInf;
+    }
+    if s.is_nan() {
+        return Pass1::Nan;
+    }
+    Pass1::Normal { m, s }
+}
+
+/// Softmax of one row: `out = exp((x − max)·c) / Σ`. `blocks` is scratch. Returns
+/// `log Σ exp(x·c)` (for the losses).
+pub fn softmax_row<T: Float>(x: &[T], c: T, out: &mut [T], blocks: &mut Vec<f64>) -> f64 {
+    match pass1(x, c, Some(out), blocks) {
+        Pass1::Empty => f64::NEG_INFINITY,
+        Pass1::Normal { m, s } => {
+            let cf = c.to_f64();
+            for (ob, &bm) in out.chunks_mut(T::BLOCK).zip(blocks.iter()) {
+                if bm == f64::NEG_INFINITY {
+                    continue;
+                }
+                kern::scale(ob, T::from_f64(((bm - m) * cf).exp() / s));
+            }
+            m * cf + s.ln()
+        }
+        Pass1::PosInf { count } => {
+            let share = T::from_f64(1.0 / count as f64);
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = if v == T::INFINITY { share } else { T::ZERO };
+            }
+            f64::INFINITY
+        }
+        Pass1::AllNegInf => {
+            out.fill(T::NAN);
+            f64::NEG_INFINITY
+        }
+        Pass1::Nan => {
+            out.fill(T::NAN);
+            f64::NAN
+        }
+    }
+}
+
+/// Log-softmax of one row: `out = (x − max)·c − ln Σ`.
+pub fn log_softmax_row<T: Float>(x: &[T], c: T, out: &mut [T], blocks: &mut Vec<f64>) {
+    match pass1(x, c, None, blocks) {
+        Pass1::Empty => {}
+        Pass1::Normal { m, s } => kern::affine(x, T::from_f64(m), c, T::from_f64(s.ln()), out),
+        Pass1::PosInf { count } => {
+            let l = T::from_f64(-(count as f64).ln());
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = if v == T::INFINITY { l } else { T::NEG_INFINITY };
+            }
+        }
+        Pass1::AllNegInf | Pass1::Nan => out.fill(T::NAN),
+    }
+}
+
+/// `log Σ exp(x)` of one row, in f64.
+pub fn logsumexp_row<T: Float>(x: &[T], blocks: &mut Vec<f64>) -> f64 {
+    match pass1(x, T::ONE, None, blocks) {
+        Pass1::Empty | Pass1::AllNegInf => f64::NEG_INFINITY,
+        Pass1::Normal { m, s } => m + s.ln(),
+        Pass1::PosInf { .. } => f64::INFINITY,
+        Pass1::Nan => f64::NAN,
+    }
+}
+
+/// `softmax(x / τ)` along `axis`, written to `out` (same shape as `x`).
+pub fn softmax<T: Float>(
+    x: &ArrayViewD<'_, T>,
+    axis: usize,
+    temperature: Params<'_>,
+    out: &mut ArrayViewMutD<'_, T>,
+    threads: Option<usize>,
+) -> Result<()> {
+    let spec = RowSpec::new(x.shape(), axis)?;
+    check_temperature::<T>(&temperature, spec.n_rows())?;
+    map_rows(x, axis, out, threads, |r, xr, o, w| {
+        let c = inv_temperature::<T>(temperature.get(r))?;
+        softmax_row(xr, c, o, &mut w.f);
+        Ok(())
+    })
+}
+
+/// `log_softmax(x / τ)` along `axis`.
+pub fn log_softmax<T: Float>(
+    x: &ArrayViewD<'_, T>,
+    axis: usize,
+    temperature: Params<'_>,
+    out: &mut ArrayViewMutD<'_, T>,
+    threads: Option<usize>,
+) -> Result<()> {
+    let spec = RowSpec::new(x.shape(), axis)?;
+    check_temperature::<T>(&temperature, spec.n_rows())?;
+    map_rows(x, axis, out, threads, |r, xr, o, w| {
+        let c = inv_temperature::<T>(temperature.get(r))?;
+        log_softmax_row(xr, c, o, &mut w.f);
+        Ok(())
+    })
+}
+
+/// `log Σ exp(x)` along `axis`: one value per row (C order of the other axes).
+pub fn logsumexp<T: Float>(
+    x: &ArrayViewD<'_, T>,
+    axis: usize,
+    out: &mut [T],
+    threads: Option<usize>,
+) -> Result<()> {
+    reduce_rows(x, axis, out, threads, |_, xr, w| {
+        Ok(T::from_f64(logsumexp_row(xr, &mut w.f)))
+    })
+}
+
+/// VJP of `softmax(x/τ)` from its output `y`: `(y ⊙ (g − ⟨y, g⟩)) / τ`.
+pub fn softmax_vjp<T: Float>(
+    y: &ArrayViewD<'_, T>,
+    g: &ArrayViewD<'_, T>,
+    axis: usize,
+    temperature: Params<'_>,
+    out: &mut ArrayViewMutD<'_, T>,
+    threads: Option<usize>,
+) -> Result<()> {
+    let spec = RowSpec::new(y.shape(), axis)?;
+    check_temperature::<T>(&temperature, spec.n_rows())?;
+    map_rows2(y, g, axis, out, threads, |r, yr, gr, o, _| {
+        let c = T::from_f64(1.0 / temperature.get(r));
+        let d = T::from_f64(kern::dot(yr, gr));
+        kern::softmax_vjp(yr, gr, d, c, o);
+        Ok(())
+    })
+}
+
+/// VJP of `log_softmax(x/τ)` from its output `z`: `(g − exp(z)·Σg) / τ`.
+pub fn log_softmax_vjp<T: Float>(
+    z: &ArrayViewD<'_, T>,
+    g: &ArrayViewD<'_, T>,
+    axis: usize,
+    temperature: Params<'_>,
+    out: &mut ArrayViewMutD<'_, T>,
+    threads: Option<usize>,
+) -> Result<()> {
+    let spec = RowSpec::new(z.shape(), axis)?;
+    check_temperature::<T>(&temperature, spec.n_rows())?;
+    map_rows2(z, g, axis, out, threads, |r, zr, gr, o, _| {
+        let c = T::from_f64(1.0 / temperature.get(r));
+        let s = T::from_f64(kern::sum(gr));
+        kern::log_softmax_vjp(zr, gr, s, c, o);
+        Ok(())
+    })
+}
+
+/// VJP of logsumexp from its *input* (its output does not determine the Jacobian):
+/// `g_row · softmax(x)`. `g` has one value per row.
+pub fn logsumexp_vjp<T: Float>(
+    x: &ArrayViewD<'_, T>,
+    g: &[f64],
+    axis: usize,
+    out: &mut ArrayViewMutD<'_, T>,
+    threads: Option<usize>,
+) -> Result<()> {
+    let spec = RowSpec::new(x.shape(), axis)?;
+    if g.len() != spec.n_rows() {
+        return Err(Error::invalid(format!(
+            "grad has {} values; logsumexp has {} outputs",
+            g.len(),
+            spec.n_rows()
+        )));
+    }
+    map_rows(x, axis, out, threads, |r, xr, o, w| {
+        softmax_row(xr, T::ONE, o, &mut w.f);
+        kern::scale(o, T::from_f64(g[r]));
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(x: &[f64], c: f64) -> Vec<f64> {
+        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = x.iter().map(|v| ((v - m) * c).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|v| v / s).collect()
+    }
+
+    #[test]
+    fn rows_of_many_lengths_match_reference() {
+        let mut blocks = Vec::new();
+        for n in [1usize, 2, 7, 8, 9, 31, 1023, 1024, 1025, 2049, 5000] {
+            let x: Vec<f64> = (0..n)
+                .map(|i| ((i * 7919) % 113) as f64 * 0.37 - 20.0)
+                .collect();
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            for c in [1.0, 0.5, 3.0] {
+                let want = reference(&x, c);
+                let x32d: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+                let want32 = reference(&x32d, c);
+                let mut o = vec![0.0; n];
+                softmax_row(&x, c, &mut o, &mut blocks);
+                let mut o32 = vec![0.0f32; n];
+                softmax_row(&x32, c as f32, &mut o32, &mut blocks);
+                for i in 0..n {
+                    assert!((o[i] - want[i]).abs() <= 1e-14 + 1e-13 * want[i], "n={n}");
+                    assert!(
+                        (o32[i] as f64 - want32[i]).abs() <= 1e-6 * want32[i] + 1e-9,
+                        "n={n} c={c} i={i}"
+                    );
+                }
+                let mut l = vec![0.0; n];
+                log_softmax_row(&x, c, &mut l, &mut blocks);
+                for i in 0..n {
+                    assert!((l[i] - want[i].ln()).abs() < 1e-12);
+                }
+            }
+            let lse = logsumexp_row(&x, &mut blocks);
+            let direct = x.iter().map(|v| v.exp()).sum::<f64>().ln();
+            assert!((lse - direct).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn special_values() {
+        let mut b = Vec::new();
+        let inf = f64::INFINITY;
+        let mut o = vec![0.0; 3];
+        softmax_row(&[0.0, -inf, 0.0], 1.0, &mut o, &mut b);
+        assert_eq!(o, vec![0.5, 0.0, 0.5]);
+        softmax_row(&[-inf, -inf, -inf], 1.0, &mut o, &mut b);
+        assert!(o.iter().all(|v| v.is_nan()));
+        softmax_row(&[inf, 1.0, inf], 1.0, &mut o, &mut b);
+        assert_eq!(o, vec![0.5, 0.0, 0.5]);
+        softmax_row(&[f64::NAN, 1.0, inf], 1.0, &mut o, &mut b);
+        assert!(o.iter().all(|v| v.is_nan()));
+        softmax_row(&[1e30, -1e30, 1e30], 1.0, &mut o, &mut b);
+        assert_eq!(o, vec![0.5, 0.0, 0.5]);
+        assert_eq!(logsumexp_row::<f64>(&[], &mut b), f64::NEG_INFINITY);
+        // A NaN hidden after a −∞ run in one block, and −∞ blocks before finite ones.
+        let mut x = vec![f64::NEG_INFINITY; 3000];
+        x[2999] = 0.0;
+        let mut o = vec![0.0; 3000];
+        softmax_row(&x, 1.0, &mut o, &mut b);
+        assert_eq!(o[2999], 1.0);
+        x[5] = f64::NAN;
+        softmax_row(&x, 1.0, &mut o, &mut b);
+        assert!(o[2999].is_nan());
+    }
+}
