@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod error;
 pub mod lattice;
+pub mod fourier;
 pub mod parallel;
 pub mod rng;
 pub mod simd;

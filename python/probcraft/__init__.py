@@ -48,8 +48,10 @@ from .softmax import (
     topk_softmax,
     topk_softmax_vjp,
 )
+from .fourier import FourierDensity
 
 __all__ = [
+    "FourierDensity",
     "LimitError",
     "ModelFormatError",
     "Streams",

@@ -178,3 +178,86 @@ def _sm_loss(
     gamma: float = 0.0,
     embeddings: npt.NDArray[np.float64] | None = None,
 ) -> tuple[npt.NDArray[np.float64], int, npt.NDArray[Any] | None]: ...
+@final
+class FourierModel:
+    def __new__(
+        cls,
+        coeffs: npt.NDArray[np.complex128],
+        domain: str,
+        scale: npt.NDArray[np.float64],
+        offset: npt.NDArray[np.float64],
+    ) -> FourierModel: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def n_channels(self) -> int: ...
+    @property
+    def degree(self) -> int: ...
+    @property
+    def coeffs(self) -> npt.NDArray[np.complex128]: ...
+    @property
+    def scale(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def offset(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def autocorrelation(self) -> npt.NDArray[np.complex128]: ...
+    def evaluate(
+        self, kind: str, x: npt.NDArray[np.float64], num_threads: int | None = None
+    ) -> npt.NDArray[np.float64]: ...
+    def bin_mass(
+        self,
+        lower: npt.NDArray[np.float64],
+        upper: npt.NDArray[np.float64],
+        num_threads: int | None = None,
+    ) -> npt.NDArray[np.float64]: ...
+    def ppf(
+        self, q: npt.NDArray[np.float64], num_threads: int | None = None
+    ) -> npt.NDArray[np.float64]: ...
+    def rvs(
+        self, size: int, seed: int, num_threads: int | None = None
+    ) -> npt.NDArray[np.float64]: ...
+    def quantized_cdf(
+        self, precision: int, tail_mass: float, num_bins: int
+    ) -> tuple[
+        npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32], bool
+    ]: ...
+    def nll_grad(
+        self,
+        x: npt.NDArray[np.float64],
+        weights: npt.NDArray[np.float64] | None,
+        penalty_kind: str,
+        gamma: float,
+        grad: bool,
+        num_threads: int | None = None,
+    ) -> tuple[
+        npt.NDArray[np.float64],
+        npt.NDArray[np.complex128],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+    ]: ...
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]: ...
+    @classmethod
+    def _from_state(cls, state: bytes) -> FourierModel: ...
+
+def fourier_fit(
+    data: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64] | None,
+    n_coeffs: int,
+    domain: str,
+    penalty_kind: str,
+    gamma: float,
+    optimizer: str,
+    steps: int,
+    lr: float,
+    batch_size: int | None,
+    seed: int,
+    compress: bool,
+    tol: float,
+    num_threads: int | None = None,
+) -> tuple[
+    npt.NDArray[np.complex128],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.uint64],
+]: ...

@@ -10,6 +10,7 @@ use pyo3::types::PyDict;
 use crate::error::{catch_panic, Error};
 
 mod lattice;
+mod fourier;
 mod pickle;
 mod spmio;
 mod simplex;
@@ -146,5 +147,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     spmio::register(m)?;
     train::register(m)?;
     simplex::register(m)?;
+    fourier::register(m)?;
     Ok(())
 }
