@@ -13,6 +13,11 @@ use crate::error::{Error, Result};
 /// Largest `k` accepted (memory is O(L·k)).
 pub const MAX_K: usize = 1 << 20;
 
+/// Largest number of kept partial paths (24 bytes each: 1.5 GiB). The arena grows as
+/// `Σ_positions min(k, paths ending there)`, so long texts with large `k` are refused here
+/// with a clear error instead of exhausting memory; u32 arena indices stay far from overflow.
+pub const MAX_PARTIAL_PATHS: usize = 1 << 26;
+
 #[derive(Clone, Copy, Debug)]
 struct Hyp {
     score: f64,
@@ -66,8 +71,11 @@ pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
             // Stable: equal scores keep push order (earlier start, then better rank).
             pool.sort_by(|a, b| b.score.total_cmp(&a.score));
             pool.truncate(k);
-            if arena.len() + pool.len() >= u32::MAX as usize {
-                return Err(Error::Limit("k-best search exceeds 2**32 partial paths".into()));
+            if arena.len() + pool.len() > MAX_PARTIAL_PATHS {
+                return Err(Error::Limit(format!(
+                    "k-best search needs more than {MAX_PARTIAL_PATHS} partial paths \
+                     (about text length × k); use a smaller k or a shorter text"
+                )));
             }
             span[s] = (arena.len() as u32, pool.len() as u32);
             arena.extend_from_slice(pool);
