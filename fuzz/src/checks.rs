@@ -98,11 +98,20 @@ pub fn exercise(model: &Model, raw: &[u8], knob: u8) {
             assert!(h.is_finite() && h >= 0.0, "entropy {h}");
             let m = marginals::marginals(model, text, &lat, &w).expect("marginals after log Z");
             assert!(close(m.log_z, lz));
+            // Log-space forward/backward carries a rounding error of about one ulp of |log Z|
+            // per position, so a marginal `exp(z + v + b − log Z)` is exact only up to
+            // `exp(±ε·|log Z|·L)`: tight for real models, loose for absurd scores (a fuzzed
+            // score of 4.5e15 gave an edge "probability" of e³; see docs/limits.md).
+            let slack = 1e-9
+                + 8.0 * f64::EPSILON * (lz.abs() + 1.0) * (text.len() as f64 + 1.0);
+            let hi = slack.exp();
             for &(_, _, _, p) in &m.edges {
-                assert!((-1e-9..=1.0 + 1e-9).contains(&p), "edge marginal {p}");
+                assert!(p >= 0.0 && p <= hi, "edge marginal {p} (slack {slack})");
             }
             if !text.is_empty() {
-                assert!(close(m.boundary[0], 1.0) && close(m.boundary[text.len()], 1.0));
+                for b in [m.boundary[0], m.boundary[text.len()]] {
+                    assert!((b.ln()).abs() <= slack, "end boundary marginal {b}");
+                }
             }
         }
         Err(_) => {

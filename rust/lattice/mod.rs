@@ -12,7 +12,6 @@
 pub mod batch;
 pub mod formats;
 pub mod graph;
-pub(crate) mod loaders_pending;
 pub mod marginals;
 pub mod model;
 pub mod nbest;

@@ -156,7 +156,7 @@ impl Unigram {
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
         Unigram::build(py, || {
-            crate::lattice::loaders_pending::load_sentencepiece(&data)
+            crate::lattice::spm::load(&data)
         })
     }
 
@@ -167,7 +167,7 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || crate::lattice::loaders_pending::load_hf_json(&data))
+        Unigram::build(py, || crate::lattice::formats::load_hf_json(&data))
     }
 
     #[classmethod]
@@ -178,7 +178,7 @@ impl Unigram {
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
         Unigram::build(py, || {
-            crate::lattice::loaders_pending::load_bytepiece_json(&data)
+            crate::lattice::formats::load_bytepiece_json(&data)
         })
     }
 
@@ -190,7 +190,7 @@ impl Unigram {
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
         Unigram::build(py, || {
-            crate::lattice::loaders_pending::load_jieba_dict(&data)
+            crate::lattice::formats::load_jieba_dict(&data)
         })
     }
 
