@@ -122,6 +122,15 @@ def test_non_finite_scores(bad: float) -> None:
         Unigram.from_sentencepiece(UNK + spm_piece(b"a", -1.0) + spm_piece(b"b", bad))
 
 
+def test_absurd_scores_refused() -> None:
+    # Found by fuzzing: scores of 4.5e15 / -1.8e21 left no precision for log Z, so marginals
+    # exceeded 1 and entropy came out inf. |score| > 1e7 is refused.
+    for bad in (4.5e15, -1.8e21, 2e7):
+        with pytest.raises(LimitError, match="log-probabilities"):
+            Unigram.from_pieces([("a", -1.0), ("b", bad)])
+    assert Unigram.from_pieces([("a", -1.0), ("b", -9e6)]).vocab_size == 2
+
+
 def test_non_finite_scores_in_json() -> None:
     # JSON has no NaN; Python writes it anyway, and 1e999 overflows a double.
     for raw in (b'[["a", NaN]]', b'[["a", Infinity]]', b'[["a", 1e999]]'):
@@ -218,9 +227,11 @@ def test_ten_million_repetitions() -> None:
     assert int(lens[ids].sum()) == n
     # Viterbi: 'aaa' (-2 per 3 chars) beats everything else; one 'a' is left over.
     assert np.count_nonzero(ids == 2) == n // 3 and np.count_nonzero(ids == 0) == 1
-    best = m.nbest(text, 2)
+    # k-best at a fifth of the length keeps the file's runtime down; it is one linear pass.
+    short = text[: 2_000_000]
+    best = m.nbest(short, 2)
     assert len(best) == 2 and best[0][1] >= best[1][1]
-    assert best[0][1] == pytest.approx(-2.0 * (n // 3) - 1.0)
+    assert best[0][1] == pytest.approx(-2.0 * (len(short) // 3) - 1.0)
     (draw, lp), = m.sample(text, 1, alpha=0.5, seed=1)
     assert int(lens[draw].sum()) == n and math.isfinite(lp) and lp < 0
     # At alpha=0, log Z = log(#segmentations) = n·log(tribonacci constant) + O(1).
