@@ -12,13 +12,13 @@
 
 pub mod codec;
 pub mod error;
-pub mod lattice;
 pub mod fourier;
+pub mod lattice;
 pub mod parallel;
 pub mod rng;
 pub mod simd;
-pub mod train;
 pub mod simplex;
+pub mod train;
 
 #[cfg(feature = "python")]
 mod python;

@@ -17,7 +17,11 @@ fn inputs(target: &str) -> Vec<PathBuf> {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no regression inputs in {}", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no regression inputs in {}",
+        dir.display()
+    );
     files
 }
 

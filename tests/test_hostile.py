@@ -412,6 +412,15 @@ def test_densities_with_zero_or_tiny_coefficients() -> None:
         np.testing.assert_allclose(d.pdf(x), ref, rtol=1e-12)
 
 
+def test_degree_zero_density_propagates_nan() -> None:
+    # Found by hypothesis: a constant density returned 0.5 at NaN points.
+    for domain in ("interval", "real"):
+        d = probcraft.FourierDensity(np.array([1.0]), domain=domain)
+        for f in (d.pdf, d.logpdf, d.cdf):
+            y = f(np.array([np.nan, 0.25]))
+            assert np.isnan(y[0]) and np.isfinite(y[1])
+
+
 def test_density_hostile_points_and_sizes() -> None:
     d = probcraft.FourierDensity(np.array([1.0, 0.5]))
     y = d.pdf(np.array([np.nan, np.inf, -np.inf, 0.3, 2.0]))

@@ -17,7 +17,10 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn every_unsafe_block_has_a_safety_comment() {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rust"), &mut files);
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("rust"),
+        &mut files,
+    );
     let mut missing = Vec::new();
     let mut blocks = 0;
     for f in &files {
@@ -35,6 +38,12 @@ fn every_unsafe_block_has_a_safety_comment() {
             }
         }
     }
-    assert!(blocks > 0, "the audit found no unsafe code at all: is the pattern stale?");
-    assert!(missing.is_empty(), "unsafe without a SAFETY comment: {missing:#?}");
+    assert!(
+        blocks > 0,
+        "the audit found no unsafe code at all: is the pattern stale?"
+    );
+    assert!(
+        missing.is_empty(),
+        "unsafe without a SAFETY comment: {missing:#?}"
+    );
 }

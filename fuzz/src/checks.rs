@@ -56,7 +56,12 @@ pub fn exercise(model: &Model, raw: &[u8], knob: u8) {
     let best = match viterbi(model, text, &mut ws) {
         Ok(()) => {
             check_path(model, text, &ws.path);
-            Some(ws.path.iter().map(|&(_, _, id)| model.score(id)).sum::<f64>())
+            Some(
+                ws.path
+                    .iter()
+                    .map(|&(_, _, id)| model.score(id))
+                    .sum::<f64>(),
+            )
         }
         // Unsegmentable (no UNK piece): every other algorithm must say so too.
         Err(_) => None,
@@ -92,7 +97,10 @@ pub fn exercise(model: &Model, raw: &[u8], knob: u8) {
         Ok(lz) => {
             assert!(lz.is_finite(), "log Z = {lz}");
             if let Some(b) = best {
-                assert!(lz >= alpha * b - 1e-6 * (1.0 + lz.abs()), "log Z {lz} < α·best");
+                assert!(
+                    lz >= alpha * b - 1e-6 * (1.0 + lz.abs()),
+                    "log Z {lz} < α·best"
+                );
             }
             let h = marginals::entropy(model, text, &lat, &w).expect("entropy after log Z");
             assert!(h.is_finite() && h >= 0.0, "entropy {h}");
@@ -102,8 +110,7 @@ pub fn exercise(model: &Model, raw: &[u8], knob: u8) {
             // per position, so a marginal `exp(z + v + b − log Z)` is exact only up to
             // `exp(±ε·|log Z|·L)`: tight for real models, loose for absurd scores (a fuzzed
             // score of 4.5e15 gave an edge "probability" of e³; see docs/limits.md).
-            let slack = 1e-9
-                + 8.0 * f64::EPSILON * (lz.abs() + 1.0) * (text.len() as f64 + 1.0);
+            let slack = 1e-9 + 8.0 * f64::EPSILON * (lz.abs() + 1.0) * (text.len() as f64 + 1.0);
             let hi = slack.exp();
             for &(_, _, _, p) in &m.edges {
                 assert!(p >= 0.0 && p <= hi, "edge marginal {p} (slack {slack})");
@@ -115,7 +122,10 @@ pub fn exercise(model: &Model, raw: &[u8], knob: u8) {
             }
         }
         Err(_) => {
-            assert!(best.is_none(), "Viterbi found a path the forward pass did not");
+            assert!(
+                best.is_none(),
+                "Viterbi found a path the forward pass did not"
+            );
             return;
         }
     }
@@ -223,7 +233,9 @@ pub fn text_models() -> Vec<Model> {
             .map(|(p, s)| (p.as_bytes().to_vec(), *s))
             .collect(),
     );
-    spm_like.pieces.insert(0, piece("<unk>", 0.0, PieceKind::Unknown));
+    spm_like
+        .pieces
+        .insert(0, piece("<unk>", 0.0, PieceKind::Unknown));
     spm_like.unk_id = Some(0);
     spm_like.source = "sentencepiece".into();
     spm_like.normalizer.add_dummy_prefix = true;

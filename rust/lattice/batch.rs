@@ -131,7 +131,8 @@ pub fn encode_batch<T: AsRef<[u8]> + Sync>(
             offsets.push(0i64);
             for (i, t) in texts.iter().enumerate() {
                 let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
-                encode(model, t.as_ref(), mode, &mut rng, ws, &mut ids).map_err(|e| at_item(e, i))?;
+                encode(model, t.as_ref(), mode, &mut rng, ws, &mut ids)
+                    .map_err(|e| at_item(e, i))?;
                 offsets.push(ids.len() as i64);
             }
             Ok(Flat { ids, offsets })

@@ -6,8 +6,8 @@
 //! completions would exist), so merging the incoming lists position by position is exact.
 //! Cost O(edges · k · log k) time and O(L · k) memory, no cap, no fallback.
 
-use super::viterbi::ring_size;
 use super::model::Model;
+use super::viterbi::ring_size;
 use crate::error::{Error, Result};
 
 /// Largest `k` accepted (memory is O(L·k)).
@@ -49,7 +49,9 @@ pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
         return Ok(vec![(Vec::new(), 0.0)]);
     }
     if n >= u32::MAX as usize {
-        return Err(Error::Limit(format!("text of {n} bytes exceeds the 4 GiB limit")));
+        return Err(Error::Limit(format!(
+            "text of {n} bytes exceeds the 4 GiB limit"
+        )));
     }
     // The arena will hold exactly `Σ_e min(k, Σ_{s→e} kept(s))` entries: count them first
     // (one trie pass, 8 bytes per position) so an oversized request is refused before any

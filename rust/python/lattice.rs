@@ -155,9 +155,7 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || {
-            crate::lattice::spm::load(&data)
-        })
+        Unigram::build(py, || crate::lattice::spm::load(&data))
     }
 
     #[classmethod]
@@ -177,9 +175,7 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || {
-            crate::lattice::formats::load_bytepiece_json(&data)
-        })
+        Unigram::build(py, || crate::lattice::formats::load_bytepiece_json(&data))
     }
 
     #[classmethod]
@@ -189,9 +185,7 @@ impl Unigram {
         path_or_bytes: &Bound<'_, PyAny>,
     ) -> PyResult<Unigram> {
         let data = source_arg(path_or_bytes)?;
-        Unigram::build(py, || {
-            crate::lattice::formats::load_jieba_dict(&data)
-        })
+        Unigram::build(py, || crate::lattice::formats::load_jieba_dict(&data))
     }
 
     /// `pieces`: `(piece, log_prob)` pairs, piece as `str` (or `bytes` when `byte_level`).

@@ -9,11 +9,11 @@ use pyo3::types::PyDict;
 
 use crate::error::{catch_panic, Error};
 
-mod lattice;
 mod fourier;
+mod lattice;
 mod pickle;
-mod spmio;
 mod simplex;
+mod spmio;
 mod streams;
 mod train;
 use crate::{parallel, rng, simd};
