@@ -296,6 +296,15 @@ pub fn eval_row(ch: &Channel, domain: Domain, kind: Kind, x: &[f64], out: &mut [
         }
         _ => row_scalar(ch, domain, kind, x, out),
     }
+    // A degree-0 density is a constant: its Horner sum never touches `z = e^{iπx}`, so a NaN
+    // point would silently get the uniform density (found by hypothesis). Propagate it.
+    if ch.degree() == 0 {
+        for (o, &xi) in out.iter_mut().zip(x) {
+            if xi.is_nan() {
+                *o = f64::NAN;
+            }
+        }
+    }
 }
 
 /// Evaluates `kind` for every channel at its points.

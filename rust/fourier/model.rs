@@ -146,7 +146,12 @@ impl Channel {
                 "all coefficients of channel {which} are zero: the density is undefined"
             )));
         }
-        let unit: Vec<C64> = coeffs.iter().map(|c| c.scale(1.0 / big)).collect();
+        // Divide rather than multiply by `1/big`: for a subnormal `big` the reciprocal
+        // overflows to inf and every coefficient would become NaN.
+        let unit: Vec<C64> = coeffs
+            .iter()
+            .map(|c| C64::new(c.re / big, c.im / big))
+            .collect();
         let c_raw = autocorrelation(&unit);
         let c0 = c_raw[0].re;
         let norm = 1.0 / (2.0 * c0).sqrt();

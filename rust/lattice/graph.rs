@@ -5,6 +5,9 @@
 use super::model::{Model, Weights};
 use crate::error::{Error, Result};
 
+/// Largest explicit lattice (16 bytes per edge with its by-end index: 4 GiB).
+pub const MAX_EDGES: usize = 1 << 28;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Edge {
     pub s: u32,
@@ -58,6 +61,14 @@ impl Lattice {
                     id,
                 })
             });
+            // One position adds at most `max_edge` edges, so checking here keeps the u32
+            // offsets exact and memory (16 bytes per edge) bounded.
+            if edges.len() > MAX_EDGES {
+                return Err(Error::Limit(format!(
+                    "the lattice of this text has more than {MAX_EDGES} edges (text of {n} \
+                     bytes); split the text"
+                )));
+            }
         }
         start_off.push(edges.len() as u32);
         start_off.push(edges.len() as u32);

@@ -32,6 +32,12 @@ pub const UNK_PENALTY: f32 = 10.0;
 /// Viterbi and sampling at 2 bytes of memory per input byte.
 pub const MAX_PIECE_BYTES: usize = u16::MAX as usize;
 
+/// Largest `|score|` accepted. Scores are log-probabilities (real models: tens, at most a few
+/// hundred thousand for BPE-converted ones); beyond this, sums over a text leave too few
+/// significant bits in f64 for the partition function, marginals and entropy (a fuzzed score
+/// of −1.8e21 made `entropy` return inf, one of 4.5e15 an edge probability of e³).
+pub const MAX_ABS_SCORE: f32 = 1e7;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnkRule {
     /// SentencePiece: an UNK edge wherever no single-character piece starts.
@@ -104,6 +110,13 @@ impl Model {
         let mut max_score = f32::MIN_POSITIVE;
         let mut unk_id = spec.unk_id;
         for (i, p) in spec.pieces.iter().enumerate() {
+            if p.score.abs() > MAX_ABS_SCORE {
+                return Err(Error::Limit(format!(
+                    "piece {i} has score {}; scores are log-probabilities and must lie \
+                     within ±{MAX_ABS_SCORE:e}",
+                    p.score
+                )));
+            }
             if p.piece.len() > MAX_PIECE_BYTES {
                 return Err(Error::Limit(format!(
                     "piece {i} is {} bytes long; the limit is {MAX_PIECE_BYTES}",

@@ -13,6 +13,11 @@ use crate::error::{Error, Result};
 /// Largest `k` accepted (memory is O(L·k)).
 pub const MAX_K: usize = 1 << 20;
 
+/// Largest number of kept partial paths (24 bytes each: 1.5 GiB). The arena grows as
+/// `Σ_positions min(k, paths ending there)`, so long texts with large `k` are refused here
+/// with a clear error instead of exhausting memory; u32 arena indices stay far from overflow.
+pub const MAX_PARTIAL_PATHS: usize = 1 << 26;
+
 #[derive(Clone, Copy, Debug)]
 struct Hyp {
     score: f64,
@@ -48,6 +53,26 @@ pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
             "text of {n} bytes exceeds the 4 GiB limit"
         )));
     }
+    // The arena will hold exactly `Σ_e min(k, Σ_{s→e} kept(s))` entries: count them first
+    // (one trie pass, 8 bytes per position) so an oversized request is refused before any
+    // of it is allocated.
+    let mut kept = vec![0u64; n + 1];
+    kept[0] = 1;
+    let mut total = 1u64;
+    for s in 0..n {
+        let c = kept[s];
+        if c > 0 {
+            model.edges_at(text, s, |e, _| kept[e] = (kept[e] + c).min(k as u64));
+        }
+        total += kept[s + 1];
+        if total > MAX_PARTIAL_PATHS as u64 {
+            return Err(Error::Limit(format!(
+                "k-best search needs more than {MAX_PARTIAL_PATHS} partial paths (about text \
+                 length × k); use a smaller k or a shorter text"
+            )));
+        }
+    }
+    drop(kept);
     let size = ring_size(model);
     let mask = size - 1;
     let mut pools: Vec<Vec<Hyp>> = vec![Vec::new(); size];
@@ -68,11 +93,7 @@ pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
             // Stable: equal scores keep push order (earlier start, then better rank).
             pool.sort_by(|a, b| b.score.total_cmp(&a.score));
             pool.truncate(k);
-            if arena.len() + pool.len() >= u32::MAX as usize {
-                return Err(Error::Limit(
-                    "k-best search exceeds 2**32 partial paths".into(),
-                ));
-            }
+            debug_assert!(arena.len() + pool.len() <= MAX_PARTIAL_PATHS);
             span[s] = (arena.len() as u32, pool.len() as u32);
             arena.extend_from_slice(pool);
             pool.clear();
