@@ -343,6 +343,17 @@ impl Normalizer {
         into_string(out)
     }
 
+    /// As [`Normalizer::normalize`], into a caller-owned buffer (cleared first) so that batch
+    /// loops reuse one allocation.
+    pub fn normalize_into(&self, text: &str, out: &mut Vec<u8>) {
+        out.clear();
+        if self.is_identity() {
+            out.extend_from_slice(text.as_bytes());
+            return;
+        }
+        self.run(text.as_bytes(), out, None);
+    }
+
     /// The normalised text and, for each of its bytes, the offset of the input byte it came
     /// from, plus one final entry: the input offset where the normalised text ends (so
     /// `offsets.len() == normalized.len() + 1`, and a normalised span `a..b` came from input

@@ -104,6 +104,7 @@ fn perfect_linear(
     let size = ring_size(model);
     let mask = size - 1;
     ws.back.clear();
+    ws.ids_valid = false;
     ws.back.resize(n + 1, 0);
     ws.ring64.clear();
     // Two rings: the running sum Z(e) and the reservoir's jump threshold for e.
@@ -165,6 +166,7 @@ fn perfect_log(
     let size = ring_size(model);
     let mask = size - 1;
     ws.back.clear();
+    ws.ids_valid = false;
     ws.back.resize(n + 1, 0);
     ws.ring64.clear();
     ws.ring64.resize(size, f64::NEG_INFINITY);
@@ -208,6 +210,7 @@ pub fn viterbi_sampling(
     let size = ring_size(model);
     let mask = size - 1;
     ws.back.clear();
+    ws.ids_valid = false;
     ws.back.resize(n + 1, 0);
     ws.ring64.clear();
     ws.ring64.resize(size, 0.0);
