@@ -40,6 +40,14 @@ impl Workspace {
         Self::default()
     }
 
+    /// Makes `ids` hold `n + 1` entries. No clearing: `ids[e]` is only read where `back[e]` was
+    /// set in the same pass.
+    pub(crate) fn size_ids(&mut self, n: usize) {
+        if self.ids.len() < n + 1 {
+            self.ids.resize(n + 1, 0);
+        }
+    }
+
     /// Releases buffers grown by a huge input so a thread does not keep them forever.
     pub fn trim(&mut self) {
         const KEEP: usize = 1 << 22;
@@ -59,7 +67,7 @@ impl Workspace {
 }
 
 /// Longest text (bytes) for which the Viterbi pass records edge ids per position.
-const IDS_LIMIT: usize = 1 << 20;
+pub(crate) const IDS_LIMIT: usize = 1 << 20;
 
 pub(crate) fn ring_size(model: &Model) -> usize {
     (model.max_edge() + 1).next_power_of_two()
@@ -87,10 +95,7 @@ fn forward<const USER: bool, const IDS: bool>(model: &Model, text: &[u8], ws: &m
     ws.ring32.clear();
     ws.ring32.resize(size, 0.0);
     if IDS {
-        // No clearing needed: `ids[e]` is only read where `back[e]` was set in this pass.
-        if ws.ids.len() < n + 1 {
-            ws.ids.resize(n + 1, 0);
-        }
+        ws.size_ids(n);
     }
     let back = &mut ws.back[..];
     let ring = &mut ws.ring32[..];
