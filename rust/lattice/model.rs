@@ -351,6 +351,24 @@ impl Model {
         Ok(Cow::Owned(self.normalizer.normalize(s).into_bytes()))
     }
 
+    /// As [`Self::prepare`], normalising into `buf` when needed (reused across a batch).
+    pub fn prepare_into<'a>(&self, text: &'a [u8], buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+        if self.byte_level {
+            return Ok(text);
+        }
+        self.prepare_str_into(check_utf8(text)?, buf)
+    }
+
+    /// As [`Self::prepare_into`] for text already known to be UTF-8 (a Python `str`): skips
+    /// the validation pass, which costs about as much as a plain-ASCII normalisation.
+    pub fn prepare_str_into<'a>(&self, text: &'a str, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+        if self.byte_level || self.normalizer.is_identity() {
+            return Ok(text.as_bytes());
+        }
+        self.normalizer.normalize_into(text, buf);
+        Ok(&buf[..])
+    }
+
     /// Length of the lattice unit starting at `s` (one character, or one byte when
     /// byte-level).
     #[inline(always)]

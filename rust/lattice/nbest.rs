@@ -31,12 +31,36 @@ struct Hyp {
 /// One segmentation as `(start, end, id)` edges, and its score `Σ v`.
 pub type Scored = (Vec<(usize, usize, u32)>, f64);
 
+/// A finished list feeding position `e`: the `len` hypotheses at `arena[off..]` (best first),
+/// each extended by edge `s..e` with piece `id` and score `v`.
+#[derive(Clone, Copy, Debug)]
+struct Source {
+    off: u32,
+    len: u32,
+    v: f64,
+    s: u32,
+    id: u32,
+}
+
+/// Buffers reused across calls on one thread (one allocation set per thread, not per text).
+#[derive(Default)]
+struct Scratch {
+    pools: Vec<Vec<Source>>,
+    arena: Vec<Hyp>,
+    span: Vec<(u32, u32)>,
+    heads: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 /// The `k` highest-scoring segmentations, best first. Ties keep SentencePiece's edge order
 /// (earlier starts first), so the first result is the Viterbi path up to f32-vs-f64 rounding.
 ///
-/// No lattice is built: like Viterbi, one pass over start positions pushes each finished
-/// list along the outgoing edges into per-end candidate pools (a ring of reused buffers),
-/// and a position's pool is cut to its best `k` when the pass reaches it.
+/// No lattice is built: like Viterbi, one pass over start positions records each finished
+/// list as a source of the positions its outgoing edges reach (a ring of reused buffers),
+/// and a position's best `k` are merged from its sources when the pass reaches it.
 pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
     if k > MAX_K {
         return Err(Error::Limit(format!("k={k} exceeds the limit of {MAX_K}")));
@@ -73,16 +97,42 @@ pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
         }
     }
     drop(kept);
+    SCRATCH.with(|c| match c.try_borrow_mut() {
+        Ok(mut sc) => {
+            let r = run(model, text, k, &mut sc);
+            // Do not keep the buffers of a huge text alive on this thread.
+            if sc.arena.capacity() > 1 << 22 || sc.span.capacity() > 1 << 22 {
+                *sc = Scratch::default();
+            }
+            r
+        }
+        Err(_) => run(model, text, k, &mut Scratch::default()),
+    })
+}
+
+fn run(model: &Model, text: &[u8], k: usize, sc: &mut Scratch) -> Result<Vec<Scored>> {
+    let n = text.len();
     let size = ring_size(model);
     let mask = size - 1;
-    let mut pools: Vec<Vec<Hyp>> = vec![Vec::new(); size];
-    let mut arena: Vec<Hyp> = vec![Hyp {
+    let Scratch {
+        pools,
+        arena,
+        span,
+        heads,
+    } = sc;
+    pools.resize_with(size.max(pools.len()), Vec::new);
+    for p in pools.iter_mut() {
+        p.clear();
+    }
+    arena.clear();
+    arena.push(Hyp {
         score: 0.0,
         prev: u32::MAX,
         s: 0,
         id: u32::MAX,
-    }];
-    let mut span = vec![(0u32, 0u32); n + 1];
+    });
+    span.clear();
+    span.resize(n + 1, (0, 0));
     span[0] = (0, 1);
     for s in 0..=n {
         if s > 0 {
@@ -90,30 +140,31 @@ pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
             if pool.is_empty() {
                 continue;
             }
-            // Stable: equal scores keep push order (earlier start, then better rank).
-            pool.sort_by(|a, b| b.score.total_cmp(&a.score));
-            pool.truncate(k);
-            debug_assert!(arena.len() + pool.len() <= MAX_PARTIAL_PATHS);
-            span[s] = (arena.len() as u32, pool.len() as u32);
-            arena.extend_from_slice(pool);
+            let begin = arena.len();
+            merge_top_k(pool, arena, heads, k);
             pool.clear();
+            if arena.len() >= u32::MAX as usize {
+                return Err(Error::Limit(
+                    "k-best search exceeds 2**32 partial paths".into(),
+                ));
+            }
+            span[s] = (begin as u32, (arena.len() - begin) as u32);
         }
         if s == n {
             break;
         }
         let (off, len) = span[s];
-        let arena_ref = &arena;
+        if len == 0 {
+            continue;
+        }
         model.edges_at(text, s, |e, id| {
-            let v = model.score(id);
-            let pool = &mut pools[e & mask];
-            for r in off..off + len {
-                pool.push(Hyp {
-                    score: arena_ref[r as usize].score + v,
-                    prev: r,
-                    s: s as u32,
-                    id,
-                });
-            }
+            pools[e & mask].push(Source {
+                off,
+                len,
+                v: model.score(id),
+                s: s as u32,
+                id,
+            });
         });
     }
     let (off, len) = span[n];
@@ -136,4 +187,55 @@ pub fn nbest(model: &Model, text: &[u8], k: usize) -> Result<Vec<Scored>> {
         out.push((path, score));
     }
     Ok(out)
+}
+
+/// Appends to `arena` the best `k` extensions over all `sources`, best first.
+///
+/// Each source is already sorted (best first), so this is a k-way merge that looks at no more
+/// than `k` entries per source instead of sorting all of them. Equal scores (by `total_cmp`)
+/// come out in source order, then rank order: the order a stable sort of the sources'
+/// concatenation would give, which is SentencePiece's edge order.
+fn merge_top_k(sources: &[Source], arena: &mut Vec<Hyp>, heads: &mut Vec<u32>, k: usize) {
+    if let [src] = sources {
+        let take = (src.len as usize).min(k);
+        for r in src.off..src.off + take as u32 {
+            let score = arena[r as usize].score + src.v;
+            arena.push(Hyp {
+                score,
+                prev: r,
+                s: src.s,
+                id: src.id,
+            });
+        }
+        return;
+    }
+    heads.clear();
+    heads.resize(sources.len(), 0);
+    for _ in 0..k {
+        let mut best: Option<(usize, f64)> = None;
+        for (j, src) in sources.iter().enumerate() {
+            let h = heads[j];
+            if h >= src.len {
+                continue;
+            }
+            let score = arena[(src.off + h) as usize].score + src.v;
+            let better = match best {
+                None => true,
+                Some((_, b)) => score.total_cmp(&b) == std::cmp::Ordering::Greater,
+            };
+            if better {
+                best = Some((j, score));
+            }
+        }
+        let Some((j, score)) = best else { break };
+        let src = &sources[j];
+        let r = src.off + heads[j];
+        heads[j] += 1;
+        arena.push(Hyp {
+            score,
+            prev: r,
+            s: src.s,
+            id: src.id,
+        });
+    }
 }

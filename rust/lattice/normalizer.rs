@@ -186,6 +186,24 @@ impl Protected {
     }
 }
 
+/// Whether `s` starts with a well-formed `n`-byte UTF-8 character, given that `s[0]` is a
+/// lead byte of that length: the same acceptance as [`utf8_char_len`] (no overlongs,
+/// surrogates or code points above U+10FFFF) without a call into `str::from_utf8`.
+#[inline(always)]
+fn well_formed_tail(s: &[u8], n: usize) -> bool {
+    if s.len() < n {
+        return false;
+    }
+    let (lo, hi) = match s[0] {
+        0xE0 => (0xA0, 0xBF),
+        0xED => (0x80, 0x9F),
+        0xF0 => (0x90, 0xBF),
+        0xF4 => (0x80, 0x8F),
+        _ => (0x80, 0xBF),
+    };
+    (lo..=hi).contains(&s[1]) && s[2..n].iter().all(|&c| (0x80..=0xBF).contains(&c))
+}
+
 /// Length of the UTF-8 character at the start of `s`, or `None` if it is malformed (the same
 /// acceptance rules as SentencePiece's `DecodeUTF8`: no overlongs, surrogates or code points
 /// above U+10FFFF).
@@ -218,6 +236,10 @@ pub struct Normalizer {
     after_ascii: [usize; 128],
     /// A space starts no rule and no protected piece.
     plain_space: bool,
+    /// For a UTF-8 lead byte (0xC2..=0xF4) that starts no charsmap rule and no protected
+    /// piece: the length of its character, which then passes through unchanged when well
+    /// formed (most CJK text). 0 otherwise.
+    plain_lead: [u8; 256],
 }
 
 impl Normalizer {
@@ -235,6 +257,7 @@ impl Normalizer {
             plain: [false; 256],
             after_ascii: [usize::MAX; 128],
             plain_space: false,
+            plain_lead: [0; 256],
         }
         .with_plain_table())
     }
@@ -287,6 +310,23 @@ impl Normalizer {
                 }
             }
         }
+        for b in 0xC2..=0xF4u8 {
+            let i = b as usize;
+            let protected = self
+                .protected
+                .as_ref()
+                .is_some_and(|p| !p.by_first[i].is_empty());
+            let starts_rule = self.charsmap.as_ref().is_some_and(|c| c.starts[i]);
+            self.plain_lead[i] = if protected || starts_rule {
+                0
+            } else {
+                match b {
+                    0xC2..=0xDF => 2,
+                    0xE0..=0xEF => 3,
+                    _ => 4,
+                }
+            };
+        }
         self
     }
 
@@ -299,6 +339,16 @@ impl Normalizer {
             if self.plain[b as usize] {
                 i += 1;
                 continue;
+            }
+            if b >= 0x80 {
+                // No rule starts with this lead byte: a well-formed character is copied as
+                // is, exactly what `prefix` would return for it; anything else stops the run.
+                let n = self.plain_lead[b as usize] as usize;
+                if n != 0 && well_formed_tail(&input[i..], n) {
+                    i += n;
+                    continue;
+                }
+                break;
             }
             let Some(&base) = self.after_ascii.get(b as usize) else {
                 break;
@@ -341,6 +391,17 @@ impl Normalizer {
         let mut out = Vec::with_capacity(text.len() + 8);
         self.run(text.as_bytes(), &mut out, None);
         into_string(out)
+    }
+
+    /// As [`Normalizer::normalize`], into a caller-owned buffer (cleared first) so that batch
+    /// loops reuse one allocation.
+    pub fn normalize_into(&self, text: &str, out: &mut Vec<u8>) {
+        out.clear();
+        if self.is_identity() {
+            out.extend_from_slice(text.as_bytes());
+            return;
+        }
+        self.run(text.as_bytes(), out, None);
     }
 
     /// The normalised text and, for each of its bytes, the offset of the input byte it came
@@ -418,10 +479,17 @@ impl Normalizer {
         while !input.is_empty() {
             let run = self.plain_run(input);
             if run > 0 {
-                // Equivalent to `run` one-byte chunks, each from its own offset.
+                // Equivalent to one chunk per character, each from its own offset.
                 out.extend_from_slice(&input[..run]);
                 if let Some(o) = offsets.as_deref_mut() {
-                    o.extend(consumed..consumed + run);
+                    // Every byte of a character maps to where that character starts.
+                    let mut from = consumed;
+                    for (j, &b) in input[..run].iter().enumerate() {
+                        if b & 0xC0 != 0x80 {
+                            from = consumed + j;
+                        }
+                        o.push(from);
+                    }
                 }
                 prev_space = false;
                 consumed += run;
@@ -692,6 +760,7 @@ mod tests {
         n.plain = [false; 256];
         n.after_ascii = [usize::MAX; 128];
         n.plain_space = false;
+        n.plain_lead = [0; 256];
         n
     }
 
@@ -730,6 +799,24 @@ mod tests {
             let protected: &[&[u8]] = if protect { &[b"ab", b" x"] } else { &[] };
             let n = Normalizer::with_user_defined(&spec, protected.iter().copied()).unwrap();
             prop_assert_eq!(n.normalize_with_offsets(&text), slow(&n).normalize_with_offsets(&text));
+        }
+
+        #[test]
+        fn fast_paths_agree_on_malformed_utf8(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "中".as_bytes(), "é".as_bytes(), "\u{3000}".as_bytes(), "😀".as_bytes(), b"a",
+                b" ", b"\xE4", b"\xB8\xAD", b"\xE0\x80\x80", b"\xED\xA0\x80", b"\xF4\x90\x80\x80",
+                b"\xF0\x8F\xBF\xBF", b"\xC1\xBF", b"\xF5", b"\xC3",
+            ]), 0..16)
+        ) {
+            let bytes = parts.concat();
+            let mut spec = ws(true, true, true, false);
+            spec.precompiled_charsmap = build_charsmap(&[("é", "e"), ("\u{3000}", " ")]);
+            let n = Normalizer::new(&spec).unwrap();
+            prop_assert_eq!(
+                n.normalize_bytes_with_offsets(&bytes),
+                slow(&n).normalize_bytes_with_offsets(&bytes)
+            );
         }
 
         #[test]

@@ -17,7 +17,7 @@
 
 use super::graph::{logaddexp, Lattice};
 use super::model::{Model, Weights};
-use super::viterbi::{backtrack, ring_size, Workspace};
+use super::viterbi::{backtrack, ring_size, Workspace, IDS_LIMIT};
 use crate::error::Result;
 use crate::rng::Stream;
 
@@ -84,16 +84,21 @@ pub fn perfect(
     rng: &mut Stream,
     ws: &mut Workspace,
 ) -> Result<f64> {
-    let log_z = if w.linear_ok {
-        perfect_linear(model, text, w, rng, ws)
-    } else {
-        perfect_log(model, text, w, rng, ws)
+    // Like Viterbi, record each position's chosen edge id on texts up to `IDS_LIMIT` so
+    // emitting needs no second trie lookup per token.
+    let ids = text.len() <= IDS_LIMIT;
+    let log_z = match (w.linear_ok, ids) {
+        (true, true) => perfect_linear::<true>(model, text, w, rng, ws),
+        (true, false) => perfect_linear::<false>(model, text, w, rng, ws),
+        (false, true) => perfect_log::<true>(model, text, w, rng, ws),
+        (false, false) => perfect_log::<false>(model, text, w, rng, ws),
     };
+    ws.ids_valid = ids;
     backtrack(model, text, ws)?;
     Ok(log_z)
 }
 
-fn perfect_linear(
+fn perfect_linear<const IDS: bool>(
     model: &Model,
     text: &[u8],
     w: &Weights,
@@ -104,10 +109,15 @@ fn perfect_linear(
     let size = ring_size(model);
     let mask = size - 1;
     ws.back.clear();
+    ws.ids_valid = false;
     ws.back.resize(n + 1, 0);
     ws.ring64.clear();
     // Two rings: the running sum Z(e) and the reservoir's jump threshold for e.
     ws.ring64.resize(2 * size, 0.0);
+    if IDS {
+        ws.size_ids(n);
+    }
+    let ids = &mut ws.ids[..];
     let back = &mut ws.back[..];
     let (ring, thresh) = ws.ring64.split_at_mut(size);
     let weights = &w.w[..];
@@ -144,6 +154,9 @@ fn perfect_linear(
             // of one per edge. The first edge is always taken.
             if back[e] == 0 || z >= thresh[slot] {
                 back[e] = (e - s) as u16;
+                if IDS {
+                    ids[e] = id;
+                }
                 thresh[slot] = z / rng.next_f64_open();
             }
         });
@@ -154,7 +167,7 @@ fn perfect_linear(
     scale + ring[n & mask].ln()
 }
 
-fn perfect_log(
+fn perfect_log<const IDS: bool>(
     model: &Model,
     text: &[u8],
     w: &Weights,
@@ -165,9 +178,14 @@ fn perfect_log(
     let size = ring_size(model);
     let mask = size - 1;
     ws.back.clear();
+    ws.ids_valid = false;
     ws.back.resize(n + 1, 0);
     ws.ring64.clear();
     ws.ring64.resize(size, f64::NEG_INFINITY);
+    if IDS {
+        ws.size_ids(n);
+    }
+    let ids = &mut ws.ids[..];
     let back = &mut ws.back[..];
     let ring = &mut ws.ring64[..];
     ring[0] = 0.0;
@@ -186,6 +204,9 @@ fn perfect_log(
             // The first edge is taken without a draw (short-circuit).
             if back[e] == 0 || rng.next_f64() < (c - z).exp() {
                 back[e] = (e - s) as u16;
+                if IDS {
+                    ids[e] = id;
+                }
             }
         });
     }
@@ -208,6 +229,7 @@ pub fn viterbi_sampling(
     let size = ring_size(model);
     let mask = size - 1;
     ws.back.clear();
+    ws.ids_valid = false;
     ws.back.resize(n + 1, 0);
     ws.ring64.clear();
     ws.ring64.resize(size, 0.0);

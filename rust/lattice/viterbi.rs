@@ -26,11 +26,26 @@ pub struct Workspace {
     /// the caller emits ids straight from it with [`emit_from_back`]: 24 bytes per token
     /// less, which is what keeps a 100 MB line within a few times its size.
     pub(crate) ids_only: bool,
+    /// Piece id of the edge named by `back[e]`, filled by the Viterbi pass on texts short
+    /// enough (`IDS_LIMIT`) that 4 more bytes per byte do not matter: emitting then needs no
+    /// second trie lookup per token. Valid only while `ids_valid` is set.
+    pub(crate) ids: Vec<u32>,
+    pub(crate) ids_valid: bool,
+    /// Normalised text of the item being encoded (reused to avoid one allocation per text).
+    pub(crate) norm: Vec<u8>,
 }
 
 impl Workspace {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes `ids` hold `n + 1` entries. No clearing: `ids[e]` is only read where `back[e]` was
+    /// set in the same pass.
+    pub(crate) fn size_ids(&mut self, n: usize) {
+        if self.ids.len() < n + 1 {
+            self.ids.resize(n + 1, 0);
+        }
     }
 
     /// Releases buffers grown by a huge input so a thread does not keep them forever.
@@ -42,8 +57,17 @@ impl Workspace {
         if self.path.capacity() > KEEP {
             self.path = Vec::new();
         }
+        if self.ids.capacity() > KEEP {
+            self.ids = Vec::new();
+        }
+        if self.norm.capacity() > KEEP {
+            self.norm = Vec::new();
+        }
     }
 }
+
+/// Longest text (bytes) for which the Viterbi pass records edge ids per position.
+pub(crate) const IDS_LIMIT: usize = 1 << 20;
 
 pub(crate) fn ring_size(model: &Model) -> usize {
     (model.max_edge() + 1).next_power_of_two()
@@ -51,15 +75,18 @@ pub(crate) fn ring_size(model: &Model) -> usize {
 
 /// Fills `ws.path` with the Viterbi segmentation of the prepared text.
 pub fn viterbi(model: &Model, text: &[u8], ws: &mut Workspace) -> Result<()> {
-    if model.has_user_defined() {
-        forward::<true>(model, text, ws);
-    } else {
-        forward::<false>(model, text, ws);
+    let ids = text.len() <= IDS_LIMIT;
+    match (model.has_user_defined(), ids) {
+        (true, true) => forward::<true, true>(model, text, ws),
+        (true, false) => forward::<true, false>(model, text, ws),
+        (false, true) => forward::<false, true>(model, text, ws),
+        (false, false) => forward::<false, false>(model, text, ws),
     }
+    ws.ids_valid = ids;
     backtrack(model, text, ws)
 }
 
-fn forward<const USER: bool>(model: &Model, text: &[u8], ws: &mut Workspace) {
+fn forward<const USER: bool, const IDS: bool>(model: &Model, text: &[u8], ws: &mut Workspace) {
     let n = text.len();
     let size = ring_size(model);
     let mask = size - 1;
@@ -67,8 +94,12 @@ fn forward<const USER: bool>(model: &Model, text: &[u8], ws: &mut Workspace) {
     ws.back.resize(n + 1, 0);
     ws.ring32.clear();
     ws.ring32.resize(size, 0.0);
+    if IDS {
+        ws.size_ids(n);
+    }
     let back = &mut ws.back[..];
     let ring = &mut ws.ring32[..];
+    let ids = &mut ws.ids[..];
     for s in 0..n {
         if s != 0 && back[s] == 0 {
             continue;
@@ -82,12 +113,18 @@ fn forward<const USER: bool>(model: &Model, text: &[u8], ws: &mut Workspace) {
                 if back[e] == 0 || cand > ring[slot] as f64 {
                     ring[slot] = cand as f32;
                     back[e] = len;
+                    if IDS {
+                        ids[e] = id;
+                    }
                 }
             } else {
                 let cand = model.score32(id) + here;
                 if back[e] == 0 || cand > ring[slot] {
                     ring[slot] = cand;
                     back[e] = len;
+                    if IDS {
+                        ids[e] = id;
+                    }
                 }
             }
         });
@@ -111,12 +148,11 @@ pub(crate) fn backtrack(model: &Model, text: &[u8], ws: &mut Workspace) -> Resul
     if ws.ids_only {
         return Ok(());
     }
+    let ids = ws.ids_valid.then_some(&ws.ids[..]);
     let mut e = n;
     while e > 0 {
         let s = e - ws.back[e] as usize;
-        let id = model.edge_id(text, s, e).ok_or_else(|| {
-            crate::Error::Internal(format!("no edge for span {s}..{e} during backtracking"))
-        })?;
+        let id = edge_at(model, text, ids, s, e)?;
         ws.path.push((s, e, id));
         e = s;
     }
@@ -124,14 +160,27 @@ pub(crate) fn backtrack(model: &Model, text: &[u8], ws: &mut Workspace) -> Resul
     Ok(())
 }
 
-/// Appends the output ids of the path held in `back` (after a single-pass decoder ran with
-/// `ids_only`), with the same UNK merging and byte fallback as [`Model::emit_ids`].
+/// The id of the path edge `s..e`: recorded by the forward pass, or looked up again.
+#[inline(always)]
+fn edge_at(model: &Model, text: &[u8], ids: Option<&[u32]>, s: usize, e: usize) -> Result<u32> {
+    if let Some(ids) = ids {
+        return Ok(ids[e]);
+    }
+    model.edge_id(text, s, e).ok_or_else(|| {
+        crate::Error::Internal(format!("no edge for span {s}..{e} during backtracking"))
+    })
+}
+
+/// Appends the output ids of the path held in `ws.back` (after a single-pass decoder ran
+/// with `ids_only`), with the same UNK merging and byte fallback as [`Model::emit_ids`].
 pub(crate) fn emit_from_back(
     model: &Model,
     text: &[u8],
-    back: &[u16],
+    ws: &Workspace,
     out: &mut Vec<i32>,
 ) -> Result<()> {
+    let back = &ws.back[..];
+    let ids = ws.ids_valid.then_some(&ws.ids[..]);
     let start = out.len();
     let merge = model.merges_unk();
     let unk = model.unk_edge();
@@ -140,9 +189,7 @@ pub(crate) fn emit_from_back(
     let mut e = text.len();
     while e > 0 {
         let s = e - back[e] as usize;
-        let id = model.edge_id(text, s, e).ok_or_else(|| {
-            crate::Error::Internal(format!("no edge for span {s}..{e} during backtracking"))
-        })?;
+        let id = edge_at(model, text, ids, s, e)?;
         if Some(id) == unk {
             if model.byte_fallback() {
                 for &b in text[s..e].iter().rev() {

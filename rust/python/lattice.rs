@@ -33,6 +33,14 @@ enum Text {
 }
 
 impl Text {
+    /// As the batch kernels take it: a `str` skips UTF-8 validation.
+    fn input(&self) -> batch::Input<'_> {
+        match self {
+            Text::Str(s) => batch::Input::Str(s),
+            _ => batch::Input::Bytes(self.bytes()),
+        }
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Text::Str(s) => s.as_bytes(),
@@ -368,7 +376,7 @@ impl Unigram {
         let ids = guarded(py, || {
             with_workspace(|ws| {
                 let mut out = Vec::new();
-                batch::encode(&m, t.bytes(), mode, &mut Stream::new(seed, 0), ws, &mut out)?;
+                batch::encode_input(&m, t.input(), mode, &mut Stream::new(seed, 0), ws, &mut out)?;
                 Ok(out)
             })
         })?;
@@ -416,14 +424,31 @@ impl Unigram {
                 "texts must be a sequence of str or bytes, not a single str/bytes",
             ));
         }
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(texts.len().unwrap_or(0));
         for (i, t) in texts.try_iter()?.enumerate() {
-            items.push(text_arg(&t?, &format!("texts[{i}]"))?);
+            let t = t?;
+            // The common case without building the item's name (only an error needs it).
+            if let Ok(s) = t.cast::<PyString>() {
+                items.push(Text::Str(PyBackedStr::try_from(s.clone())?));
+            } else {
+                items.push(text_arg(&t, &format!("texts[{i}]"))?);
+            }
         }
         let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
         let m = self.model.clone();
         let seed = seed_or_fresh(seed);
         let flat = guarded(py, || {
+            // All `str` (the usual case): their UTF-8 needs no second validation.
+            let strs: Option<Vec<&str>> = items
+                .iter()
+                .map(|t| match t {
+                    Text::Str(s) => Some(&**s),
+                    _ => None,
+                })
+                .collect();
+            if let Some(strs) = strs {
+                return batch::encode_batch_str(&m, &strs, mode, seed, stream_offset, num_threads);
+            }
             let refs: Vec<&[u8]> = items.iter().map(|t| t.bytes()).collect();
             batch::encode_batch(&m, &refs, mode, seed, stream_offset, num_threads)
         })?;
@@ -461,11 +486,15 @@ impl Unigram {
         }
         let m = self.model.clone();
         let res = guarded(py, || {
-            let prepared = m.prepare(t.bytes())?;
-            let best = nbest::nbest(&m, &prepared, k as usize)?;
+            let mut buf = Vec::new();
+            let prepared = match t.input() {
+                batch::Input::Str(s) => m.prepare_str_into(s, &mut buf)?,
+                batch::Input::Bytes(b) => m.prepare_into(b, &mut buf)?,
+            };
+            let best = nbest::nbest(&m, prepared, k as usize)?;
             Ok(best
                 .into_iter()
-                .map(|(p, s)| (path_ids(&m, &prepared, &p), s))
+                .map(|(p, s)| (path_ids(&m, prepared, &p), s))
                 .collect::<Vec<_>>())
         })?;
         Ok(res
