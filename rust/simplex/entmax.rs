@@ -141,7 +141,7 @@ pub fn entmax_bisect_row<T: Float>(
     }
     let k = u.len() as f64;
     // f(s) = Σ exp(s + β·ln1p(u/t)) − 1 with t = exp(a·s); f is increasing in s.
-    let eval = |s: f64| -> (f64, f64) {
+    let eval = |u: &[f64], s: f64| -> (f64, f64) {
         let t = (a * s).exp();
         let (mut f, mut df) = (0.0, 0.0);
         for &ui in u.iter() {
@@ -159,8 +159,12 @@ pub fn entmax_bisect_row<T: Float>(
     // bracket otherwise.
     let lse: f64 = u.iter().map(|&ui| (ui * beta).exp()).sum::<f64>().ln();
     let mut s = (-lse).clamp(lo, hi);
+    // Entries with u ≤ −exp(a·hi) are zero for every s left in the bracket: dropping them
+    // whenever `hi` falls shrinks the set the remaining iterations evaluate (two
+    // transcendentals per entry) — for small α most first-round candidates go.
+    let mut pruned_at = hi;
     for _ in 0..200 {
-        let (f, df) = eval(s);
+        let (f, df) = eval(u, s);
         if f == 0.0 {
             break;
         }
@@ -168,6 +172,21 @@ pub fn entmax_bisect_row<T: Float>(
             lo = s;
         } else {
             hi = s;
+        }
+        if hi < pruned_at {
+            pruned_at = hi;
+            // A hair below −t so that rounding in `exp` can never drop a positive entry.
+            let cut = -(a * hi).exp() * (1.0 + 1e-12);
+            let mut w = 0;
+            for j in 0..u.len() {
+                if u[j] > cut {
+                    u[w] = u[j];
+                    idx[w] = idx[j];
+                    w += 1;
+                }
+            }
+            u.truncate(w);
+            idx.truncate(w);
         }
         let mut next = s - f / df;
         if !(next > lo && next < hi && next.is_finite()) {
