@@ -52,7 +52,17 @@ pub(crate) fn threshold15_sorted(z: &[f64]) -> f64 {
 /// stops changing, `τ` is recomputed in closed form on it and checked; any inconsistency (ties
 /// at the threshold, rounding) falls back to the sort-based rule.
 pub(crate) fn threshold15_newton(z: &mut [f64]) -> f64 {
+    // Start from a lower bound nearer the root than −1 (Newton from −1 took ~10 steps). By
+    // Cauchy–Schwarz over all K candidates, for τ ≤ μ (their mean)
+    // Σ (z − τ)₊² ≥ (Σ (z − τ)₊)²/K ≥ K·(μ − τ)², so f(μ − 1/√K) ≥ 0 and the root is above
+    // it. A relative hair below guards against rounding; the final check catches the rest.
+    let kf = z.len() as f64;
     let mut tau = -1.0f64;
+    if kf > 0.0 {
+        let mu = kern::sum(z) / kf;
+        let lb = mu - 1.0 / kf.sqrt();
+        tau = tau.max(lb - 1e-12 * (1.0 + lb.abs()));
+    }
     let mut last_k = f64::NAN;
     for _ in 0..64 {
         let (k, s1, s2) = kern::pos_moments(z, tau);
