@@ -52,7 +52,17 @@ pub(crate) fn threshold15_sorted(z: &[f64]) -> f64 {
 /// stops changing, `τ` is recomputed in closed form on it and checked; any inconsistency (ties
 /// at the threshold, rounding) falls back to the sort-based rule.
 pub(crate) fn threshold15_newton(z: &mut [f64]) -> f64 {
+    // Start from a lower bound nearer the root than −1 (Newton from −1 took ~10 steps). By
+    // Cauchy–Schwarz over all K candidates, for τ ≤ μ (their mean)
+    // Σ (z − τ)₊² ≥ (Σ (z − τ)₊)²/K ≥ K·(μ − τ)², so f(μ − 1/√K) ≥ 0 and the root is above
+    // it. A relative hair below guards against rounding; the final check catches the rest.
+    let kf = z.len() as f64;
     let mut tau = -1.0f64;
+    if kf > 0.0 {
+        let mu = kern::sum(z) / kf;
+        let lb = mu - 1.0 / kf.sqrt();
+        tau = tau.max(lb - 1e-12 * (1.0 + lb.abs()));
+    }
     let mut last_k = f64::NAN;
     for _ in 0..64 {
         let (k, s1, s2) = kern::pos_moments(z, tau);
@@ -141,7 +151,7 @@ pub fn entmax_bisect_row<T: Float>(
     }
     let k = u.len() as f64;
     // f(s) = Σ exp(s + β·ln1p(u/t)) − 1 with t = exp(a·s); f is increasing in s.
-    let eval = |s: f64| -> (f64, f64) {
+    let eval = |u: &[f64], s: f64| -> (f64, f64) {
         let t = (a * s).exp();
         let (mut f, mut df) = (0.0, 0.0);
         for &ui in u.iter() {
@@ -159,8 +169,12 @@ pub fn entmax_bisect_row<T: Float>(
     // bracket otherwise.
     let lse: f64 = u.iter().map(|&ui| (ui * beta).exp()).sum::<f64>().ln();
     let mut s = (-lse).clamp(lo, hi);
+    // Entries with u ≤ −exp(a·hi) are zero for every s left in the bracket: dropping them
+    // whenever `hi` falls shrinks the set the remaining iterations evaluate (two
+    // transcendentals per entry) — for small α most first-round candidates go.
+    let mut pruned_at = hi;
     for _ in 0..200 {
-        let (f, df) = eval(s);
+        let (f, df) = eval(u, s);
         if f == 0.0 {
             break;
         }
@@ -168,6 +182,21 @@ pub fn entmax_bisect_row<T: Float>(
             lo = s;
         } else {
             hi = s;
+        }
+        if hi < pruned_at {
+            pruned_at = hi;
+            // A hair below −t so that rounding in `exp` can never drop a positive entry.
+            let cut = -(a * hi).exp() * (1.0 + 1e-12);
+            let mut w = 0;
+            for j in 0..u.len() {
+                if u[j] > cut {
+                    u[w] = u[j];
+                    idx[w] = idx[j];
+                    w += 1;
+                }
+            }
+            u.truncate(w);
+            idx.truncate(w);
         }
         let mut next = s - f / df;
         if !(next > lo && next < hi && next.is_finite()) {

@@ -172,7 +172,30 @@ pub fn pos_moments(z: &[f64], t: f64) -> (f64, f64, f64) {
 
 /// Index of the first NaN, if any.
 pub fn find_nan<T: Float>(x: &[T]) -> Option<usize> {
-    x.iter().position(|v| v.is_nan())
+    // An early-exit `position` is a serial compare-and-branch per element; OR-ing the
+    // comparisons over a chunk vectorises, and only a chunk holding a NaN is searched.
+    for (ci, c) in x.chunks(64).enumerate() {
+        if c.iter().fold(false, |a, v| a | v.is_nan()) {
+            return c.iter().position(|v| v.is_nan()).map(|j| ci * 64 + j);
+        }
+    }
+    None
+}
+
+/// Whether `x` holds a NaN (one vectorised pass, no early exit).
+pub fn has_nan<T: Float>(x: &[T]) -> bool {
+    x.iter().fold(false, |a, v| a | v.is_nan())
+}
+
+/// Whether some element of `x` is `>= t` (or, with `strict`, `> t`), branch-free so that it
+/// vectorises. A float `max` fold cannot: its compare-and-select chain is not reassociable.
+#[inline(always)]
+pub fn any_at_least<T: Float>(x: &[T], t: T, strict: bool) -> bool {
+    if strict {
+        x.iter().fold(false, |a, &v| a | (v > t))
+    } else {
+        x.iter().fold(false, |a, &v| a | (v >= t))
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +217,12 @@ mod tests {
         scale(&mut o, 2.0);
         assert_eq!(o[36], 72.0);
         assert_eq!(find_nan(&[1.0f64, f64::NAN]), Some(1));
+        let mut long = vec![0f32; 300];
+        assert_eq!(find_nan(&long), None);
+        long[131] = f32::NAN;
+        long[250] = f32::NAN;
+        assert_eq!(find_nan(&long), Some(131));
+        assert!(any_at_least(&a, 36.0, false));
+        assert!(!any_at_least(&a, 36.0, true));
     }
 }

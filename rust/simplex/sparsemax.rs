@@ -30,8 +30,9 @@ pub(crate) fn scan<T: Float>(x: &[T]) -> Scan {
         return Scan::Empty;
     }
     let m = T::k_max(x);
-    // A NaN (or ±∞) makes the sum non-finite; only then look at the elements one by one.
-    if !(kern::sum(x).is_finite() && m > T::NEG_INFINITY && m < T::INFINITY) {
+    // The max kernel may drop a NaN, so look for one separately (a vectorised OR of
+    // comparisons, cheaper than the f64 sum this used to take); ±∞ show in the maximum.
+    if kern::has_nan(x) || !(m > T::NEG_INFINITY && m < T::INFINITY) {
         if kern::find_nan(x).is_some() {
             return Scan::Nan;
         }
@@ -78,12 +79,12 @@ pub(crate) fn unsorted_candidates<T: Float>(x: &[T], m: f64, a: f64, z: &mut Vec
     z.clear();
     // `>=`: for huge maxima `m − 1/a` rounds to `m`, and the maximum must stay a candidate.
     let lo = m - 1.0 / a;
+    // `lo` rounded to the element type: if it rounds up, no element lies between the two,
+    // and if it rounds down the test only lets more chunks through to the exact check.
+    let lo_t = T::from_f64(lo);
     for c in x.chunks(8) {
-        // Most chunks hold no candidate; one vectorisable max over the chunk says so.
-        let cm = c
-            .iter()
-            .fold(T::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-        if cm.to_f64() < lo {
+        // Most chunks hold no candidate; one vectorised test over the chunk says so.
+        if !kern::any_at_least(c, lo_t, false) {
             continue;
         }
         for &v in c {

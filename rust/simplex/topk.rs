@@ -39,14 +39,10 @@ pub(crate) fn select_topk<T: Float>(x: &[T], k: usize, sel: &mut Vec<u32>, vals:
     let mut thr = f64::NEG_INFINITY;
     let mut full = false;
     for (ci, chunk) in x.chunks(16).enumerate() {
-        if full {
-            // Most chunks hold nothing above the current k-th value: one max decides that.
-            let cm = chunk
-                .iter()
-                .fold(T::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-            if cm.to_f64() <= thr {
-                continue;
-            }
+        // Most chunks hold nothing above the current k-th value: one vectorised test decides
+        // that (`thr` is an element value, so it is exact in `T`).
+        if full && !kern::any_at_least(chunk, T::from_f64(thr), true) {
+            continue;
         }
         for (j, &v) in chunk.iter().enumerate() {
             let i = ci * 16 + j;
