@@ -91,3 +91,15 @@ def test_strided_ids_are_accepted() -> None:
     ids = np.arange(10, dtype=np.int32)[::2]
     arr = arrow.from_flat(ids, np.array([0, 2, 5]))
     assert arr.to_pylist() == [[0, 2], [4, 6, 8]]
+
+
+def test_encode_batch_arrow_option_shares_the_ids_buffer() -> None:
+    pa = pytest.importorskip("pyarrow")
+    m = probcraft.Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5)])
+    texts = ["ab", "ba", "", "abab"]
+    arr = m.encode_batch(texts, alpha=0.5, seed=3, arrow=True)
+    assert arr.type == pa.list_(pa.int32())
+    assert arr.to_pylist() == [r.tolist() for r in m.encode_batch(texts, alpha=0.5, seed=3)]
+    large = m.encode_batch(texts, alpha=0.5, seed=3, arrow="large")
+    assert large.type == pa.large_list(pa.int32())
+    assert large.to_pylist() == arr.to_pylist()

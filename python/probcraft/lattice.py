@@ -239,13 +239,16 @@ class Unigram:
         method: str = "perfect",
         flat: bool = False,
         stream_offset: int = 0,
+        arrow: Union[bool, str] = False,
     ) -> Any:
         """Encodes many texts in parallel with the GIL released.
 
         Returns a list of int32 arrays, or with ``flat=True`` the Arrow-style pair
         ``(ids, offsets)`` where item ``i`` is ``ids[offsets[i]:offsets[i + 1]]``. Item ``i``
         draws from stream ``(seed, stream_offset + i)``: pass ``stream_offset`` when
-        encoding a batch in pieces to reproduce the whole.
+        encoding a batch in pieces to reproduce the whole. ``arrow=True`` returns a
+        ``pyarrow.ListArray<int32>`` sharing the ids buffer (``arrow="large"``: a
+        ``LargeListArray`` sharing the offsets too); see :mod:`probcraft.arrow`.
 
         >>> m = Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5)])
         >>> ids, offsets = m.encode_batch(["ab", "ba", ""], flat=True)
@@ -260,6 +263,10 @@ class Unigram:
             method=method,
             stream_offset=stream_offset,
         )
+        if arrow:
+            from .arrow import from_flat
+
+            return from_flat(ids, offsets, large=arrow == "large")
         if flat:
             return ids, offsets
         return [ids[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
