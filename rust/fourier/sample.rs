@@ -214,7 +214,14 @@ impl Lane {
 /// `(p, P)` for `W` points sharing one `sincos` and two interleaved Horner chains.
 #[inline(always)]
 fn pdf_cdf_lanes<const F: bool>(ch: &Channel, x: &[f64; W]) -> ([f64; W], [f64; W]) {
-    let (zr, zi) = cis_block::<F>(x);
+    // Sampling promises the same draws on every SIMD level, so the portable path performs
+    // exactly the AVX2 kernel's operations: the same polynomials with *fused* multiply-adds
+    // (`f64::mul_add`, a libm call where the CPU lacks FMA: slower, but bit-identical).
+    let (zr, zi) = if F {
+        cis_block::<true>(x)
+    } else {
+        fused_cis(x)
+    };
     let (a, b) = (&ch.a, &ch.b);
     let n = a.len() - 1;
     let (gr, gi, hr, hi) = horner2_block::<F>(a, b, &zr, &zi);
@@ -230,6 +237,19 @@ fn pdf_cdf_lanes<const F: bool>(ch: &Channel, x: &[f64; W]) -> ([f64; W], [f64; 
         cdf[l] = 0.5 * (x[l] + 1.0) + re - ch.b_at_minus1;
     }
     (p, cdf)
+}
+
+/// `z = e^{iπx}` per lane with the fused-multiply-add polynomial of the AVX2 kernel.
+#[inline(always)]
+fn fused_cis(x: &[f64; W]) -> ([f64; W], [f64; W]) {
+    let mut zr = [0.0; W];
+    let mut zi = [0.0; W];
+    for l in 0..W {
+        let (s, c) = super::eval::sincospi::<true>(x[l]);
+        zr[l] = c;
+        zi[l] = s;
+    }
+    (zr, zi)
 }
 
 /// `Σ a_k z^k` and `Σ_j b_j z^j` (`b` one shorter) in one pass.
@@ -276,11 +296,8 @@ fn horner2_block<const F: bool>(
 
 #[inline(always)]
 fn mul_add<const F: bool>(a: f64, b: f64, c: f64) -> f64 {
-    if F {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
+    // Fused on every level (see `pdf_cdf_lanes`): draws must not depend on the SIMD level.
+    a.mul_add(b, c)
 }
 
 /// Solves `W` quantiles in lock step; `q` must lie strictly inside (0, 1) (callers handle the
