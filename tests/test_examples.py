@@ -56,6 +56,11 @@ def test_fourier_fit(tmp_path: pathlib.Path) -> None:
     ("probcraft.ray", "pyarrow"),
     ("probcraft.torch", "torch"),
     ("probcraft._toy", None),
+    ("probcraft", None),
+    ("probcraft.lattice", None),
+    ("probcraft.train", None),
+    ("probcraft.softmax", None),
+    ("probcraft.losses", None),
 ])
 def test_doctests(module: str, needs) -> None:
     import doctest

@@ -450,3 +450,17 @@ def test_long_line_linear_memory_paths():
     s = m.encode(text, alpha=0.2, seed=1)
     assert m.decode(s) == text and m.decode(v) == text
     assert math.isfinite(m.log_partition(text[:200_000], 0.2))
+
+
+def test_encode_batch_indices_equal_per_item_streams() -> None:
+    m = Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5), ("ba", -1.7)])
+    texts = ["abab", "baba", "ab", "", "babab", "aab"]
+    idx = [7, 8, 9, 3, 4, 100]  # shuffled/filtered rows: three runs
+    ids, offs = m.encode_batch(texts, alpha=0.5, seed=11, flat=True, indices=idx)
+    for k, (t, i) in enumerate(zip(texts, idx)):
+        alone, _ = m.encode_batch([t], alpha=0.5, seed=11, flat=True, stream_offset=i)
+        assert ids[offs[k]:offs[k + 1]].tolist() == alone.tolist()
+    with pytest.raises(ValueError, match="indices"):
+        m.encode_batch(texts, alpha=0.5, seed=1, indices=[1, 2])
+    with pytest.raises(ValueError, match=">= 0"):
+        m.encode_batch(["a"], alpha=0.5, seed=1, indices=[-1])

@@ -417,8 +417,8 @@ def cmd_encode(a: argparse.Namespace) -> int:
             lines = np.array([i for i, _, _ in batch], dtype=np.int64)
             texts = [t for _, t in good]
             indices = np.array([i for i, _ in good], dtype=np.int64)
-            ids, offs = _encode_indexed(model, texts, indices, alpha=a.alpha, seed=a.seed,
-                                        method=a.method, num_threads=a.threads)
+            ids, offs = model.encode_batch(texts, alpha=a.alpha, seed=a.seed, method=a.method,
+                                           num_threads=a.threads, flat=True, indices=indices)
             ids, offs = _add_specials(ids, offs, a.bos, a.eos)
             # Re-insert rows for skipped lines (empty) so that row r is input line lines[r].
             valid = np.array([err is None for _, _, err in batch], dtype=bool)
@@ -447,26 +447,6 @@ def cmd_encode(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _encode_indexed(model: Any, texts: list[str], indices: np.ndarray,
-                    **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``encode_batch`` where text ``k`` uses stream ``(seed, indices[k])``.
-
-    Indices are contiguous except around skipped lines, so this is one call per run.
-    """
-    if len(texts) == 0:
-        return np.zeros(0, np.int32), np.zeros(1, np.int64)
-    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [len(texts)]])
-    parts = [model.encode_batch(texts[s:e], flat=True, stream_offset=int(indices[s]), **kw)
-             for s, e in zip(starts, ends)]
-    if len(parts) == 1:
-        return parts[0]
-    ids = np.concatenate([p[0] for p in parts])
-    lens = np.concatenate([np.diff(p[1]) for p in parts])
-    return ids, np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
 
 
 def _add_specials(ids: np.ndarray, offs: np.ndarray, bos: Optional[int],

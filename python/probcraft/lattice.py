@@ -120,9 +120,9 @@ class Unigram:
     def train(corpus: Any, vocab_size: int, **kwargs: Any) -> "Unigram":
         """Trains a model; see :func:`probcraft.train.train` for every option.
 
-        >>> m = Unigram.train(["the cat sat on the mat"] * 50, 30, progress=False)
+        >>> m = Unigram.train(["the cat sat on the mat"] * 50, 20, progress=False)
         >>> m.vocab_size
-        30
+        20
         """
         from .train import train
 
@@ -240,6 +240,7 @@ class Unigram:
         flat: bool = False,
         stream_offset: int = 0,
         arrow: Union[bool, str] = False,
+        indices: Optional[Sequence[int]] = None,
     ) -> Any:
         """Encodes many texts in parallel with the GIL released.
 
@@ -249,20 +250,19 @@ class Unigram:
         encoding a batch in pieces to reproduce the whole. ``arrow=True`` returns a
         ``pyarrow.ListArray<int32>`` sharing the ids buffer (``arrow="large"``: a
         ``LargeListArray`` sharing the offsets too); see :mod:`probcraft.arrow`.
+        ``indices`` gives each text its own stream, ``(seed, indices[i])`` (shuffled or
+        filtered rows of a larger corpus); it replaces ``stream_offset``.
 
         >>> m = Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5)])
         >>> ids, offsets = m.encode_batch(["ab", "ba", ""], flat=True)
         >>> ids.tolist(), offsets.tolist()
         ([2, 1, 0], [0, 1, 3, 3])
         """
-        ids, offsets = self._m.encode_batch_flat(
-            texts,
-            alpha=alpha,
-            seed=seed,
-            num_threads=num_threads,
-            method=method,
-            stream_offset=stream_offset,
-        )
+        kw = dict(alpha=alpha, seed=seed, num_threads=num_threads, method=method)
+        if indices is None:
+            ids, offsets = self._m.encode_batch_flat(texts, stream_offset=stream_offset, **kw)
+        else:
+            ids, offsets = self._encode_indexed(texts, indices, kw)
         if arrow:
             from .arrow import from_flat
 
@@ -270,6 +270,36 @@ class Unigram:
         if flat:
             return ids, offsets
         return [ids[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+    def _encode_indexed(
+        self, texts: Sequence[Text], indices: Sequence[int], kw: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        # Indices are mostly consecutive: one native call per run of consecutive indices.
+        import numpy as np
+
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        texts = list(texts)
+        if len(idx) != len(texts):
+            raise ValueError(f"indices has {len(idx)} entries for {len(texts)} texts")
+        if len(idx) and idx.min() < 0:
+            raise ValueError(f"indices must be >= 0, got {int(idx.min())}")
+        if kw.get("seed") is None and kw.get("alpha") is not None:
+            kw = dict(kw, seed=int.from_bytes(os.urandom(8), "little"))
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+        starts = np.concatenate([[0], breaks]).astype(np.int64)
+        ends = np.concatenate([breaks, [len(texts)]]).astype(np.int64)
+        parts = [
+            self._m.encode_batch_flat(texts[s:e], stream_offset=int(idx[s]), **kw)
+            for s, e in zip(starts, ends)
+            if e > s
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        offsets = np.zeros(len(texts) + 1, np.int64)
+        if parts:
+            np.cumsum(np.concatenate([np.diff(p[1]) for p in parts]), out=offsets[1:])
+        ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
+        return ids, offsets
 
     def decode(self, ids: IdsLike) -> str:
         """Text from ids (SentencePiece rules: ``▁`` → space, dummy prefix removed, UNK →

@@ -114,29 +114,9 @@ class RayTokenizer:
             return m.encode_batch(texts, seed=seed, flat=True, **common)  # type: ignore[no-any-return]
         if len(rows) and rows.min() < 0:
             raise ValueError(f"{self.index_column} must be >= 0, got {int(rows.min())}")
-        n = len(texts)
-        if n and np.array_equal(rows, np.arange(rows[0], rows[0] + n)):
-            return m.encode_batch(  # type: ignore[no-any-return]
-                texts, seed=self.seed, stream_offset=int(rows[0]), flat=True, **common
-            )
-        # Rows out of order (shuffled or filtered data): one call per run of consecutive rows.
-        parts = []
-        start = 0
-        while start < n:
-            end = start + 1
-            while end < n and rows[end] == rows[end - 1] + 1:
-                end += 1
-            ids, off = m.encode_batch(
-                texts[start:end], seed=self.seed, stream_offset=int(rows[start]), flat=True,
-                **common,
-            )
-            parts.append((ids, off))
-            start = end
-        ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
-        lens = np.concatenate([np.diff(p[1]) for p in parts]) if parts else np.zeros(0, np.int64)
-        off = np.zeros(n + 1, np.int64)
-        np.cumsum(lens, out=off[1:])
-        return ids, off
+        return m.encode_batch(  # type: ignore[no-any-return]
+            texts, seed=self.seed, indices=rows, flat=True, **common
+        )
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
