@@ -7,13 +7,13 @@
 //! `benches/peers_lattice.py`, which loads the real `.model` files.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use probcraft::lattice::batch::{encode_batch, Mode};
+use probcraft::lattice::batch::{encode_batch, encode_batch_str, Mode};
 use probcraft::lattice::graph::Lattice;
 use probcraft::lattice::model::Model;
 use probcraft::lattice::sample::{self, Method};
 use probcraft::lattice::viterbi::{viterbi, Workspace};
 use probcraft::lattice::vocab::{PieceKind, PieceSpec, VocabSpec};
-use probcraft::lattice::{marginals, nbest};
+use probcraft::lattice::{marginals, nbest, spm};
 use probcraft::rng::Stream;
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -155,5 +155,77 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(lattice, benches);
+/// The shared SentencePiece models on their corpora (the `compare.py` workload without
+/// Python): batch encode of raw lines (normalisation included), and the Viterbi / perfect
+/// passes alone on pre-normalised lines. Skipped when `../shared` is absent.
+fn spm_benches(c: &mut Criterion) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    for (model_file, corpus, tag) in [
+        ("spm_en_botchan_1k.model", "botchan.txt", "en"),
+        ("spm_zh_fortunes_8k.model", "zh_fortunes.txt", "zh"),
+    ] {
+        let (Ok(bytes), Ok(text)) = (
+            std::fs::read(root.join("models").join(model_file)),
+            std::fs::read_to_string(root.join("corpora").join(corpus)),
+        ) else {
+            continue;
+        };
+        let model = Model::from_spec(spm::load(&bytes).expect("spm model")).expect("model");
+        let raw: Vec<&str> = text.split('\n').filter(|l| !l.is_empty()).collect();
+        let prepared: Vec<Vec<u8>> = raw
+            .iter()
+            .map(|l| model.prepare(l.as_bytes()).unwrap().into_owned())
+            .collect();
+        let nbytes: usize = raw.iter().map(|l| l.len()).sum();
+        let mut g = c.benchmark_group(format!("spm/{tag}"));
+        g.throughput(Throughput::Bytes(nbytes as u64));
+        g.sample_size(20);
+        for threads in [1usize, 2] {
+            g.bench_function(format!("encode_batch_viterbi_{threads}t"), |b| {
+                b.iter(|| {
+                    black_box(
+                        encode_batch_str(&model, &raw, Mode::Viterbi, 1, 0, Some(threads)).unwrap(),
+                    )
+                })
+            });
+            let perfect = Mode::new(Some(0.1), "perfect").unwrap();
+            g.bench_function(format!("encode_batch_perfect_{threads}t"), |b| {
+                b.iter(|| {
+                    black_box(encode_batch_str(&model, &raw, perfect, 1, 0, Some(threads)).unwrap())
+                })
+            });
+        }
+        g.bench_function("normalize_only", |b| {
+            let mut buf = Vec::new();
+            b.iter(|| {
+                for l in &raw {
+                    black_box(model.prepare_str_into(l, &mut buf).unwrap().len());
+                }
+            })
+        });
+        g.bench_function("viterbi_prepared", |b| {
+            let mut ws = Workspace::new();
+            b.iter(|| {
+                for l in &prepared {
+                    viterbi(&model, l, &mut ws).unwrap();
+                    black_box(ws.path.len());
+                }
+            })
+        });
+        g.bench_function("perfect_prepared", |b| {
+            let mut ws = Workspace::new();
+            let w = model.weights(0.1);
+            let mut rng = Stream::new(1, 0);
+            b.iter(|| {
+                for l in &prepared {
+                    sample::perfect(&model, l, &w, &mut rng, &mut ws).unwrap();
+                    black_box(ws.path.len());
+                }
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(lattice, benches, spm_benches);
 criterion_main!(lattice);

@@ -18,10 +18,10 @@
 //! UTF-8 so edges start and end on character boundaries only.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::normalizer::Normalizer;
-use super::trie::Trie;
+use super::trie::{CharTrie, Trie, LANES, NO_SYMBOL};
 use super::vocab::{PieceKind, UnknownRule, VocabSpec};
 use crate::error::{Error, Result};
 
@@ -86,6 +86,219 @@ pub struct Model {
     min_score: f32,
     max_score: f32,
     weights: Mutex<Option<Arc<Weights>>>,
+    /// The character-level trie of the matchable pieces (byte-level for byte-level
+    /// models), built on first use by a single-pass decoder: model rebuilds that only build
+    /// lattices (EM steps) never pay for it.
+    chars: OnceLock<std::result::Result<Chars, Error>>,
+}
+
+/// A single-pass decoder's view of the lattice ([`Model::run_pass`]), in units (characters;
+/// bytes for byte-level models) counted from the start of the current window.
+///
+/// Edges come grouped by start, starts in increasing order, each start's edges in
+/// [`Model::edges_at`] order, labelled by the node of the character trie where their piece
+/// ends (`Chars::values` / `Chars::score32` give its id and score). A pass keeps its
+/// per-unit values in rings of [`Chars::ring`] slots (`unit & (ring - 1)`; windows are a
+/// multiple of that long, so slots carry over from one window to the next). `done(u)` comes
+/// once the edges of start `u` are relaxed, and `end(u, pos)` once unit `u` is an end no
+/// later edge reaches: `pos[u + max_len]` is its byte offset, and `pos` goes back
+/// `max_len` units before the window (the start of any edge into it).
+pub(crate) trait Pass {
+    fn edge(&mut self, su: usize, eu: usize, node: u32);
+    fn done(&mut self, su: usize);
+    fn end(&mut self, u: usize, pos: &[usize]);
+
+    /// A lockstep block: its edges in order, then `done` for its starts and `end` for the
+    /// ends it made final. Passes override this with loops over their fields held in
+    /// locals, which the compiler cannot do through `&mut self` across the stores.
+    #[inline(always)]
+    fn block(&mut self, b: &Block<'_>) {
+        for &x in b.list {
+            let (su, eu, node) = b.edge(x);
+            self.edge(su, eu, node);
+        }
+        for u in b.j0..b.j0 + b.lanes {
+            self.done(u);
+        }
+        for u in b.j0 + 1..=b.j0 + b.lanes {
+            self.end(u, b.pos);
+        }
+    }
+}
+
+/// Ring of a pass's winner per pending end: the trie node of its piece (whose length in
+/// units is `Chars::node_len`), or 0 (the root, no piece) while there is none.
+#[derive(Debug, Default)]
+pub(crate) struct Winners {
+    pub node: Vec<u32>,
+}
+
+impl Winners {
+    pub fn reset(&mut self, size: usize) {
+        self.node.clear();
+        self.node.resize(size, 0);
+    }
+}
+
+/// [`Pass::end`] for the passes that record one winner per end (`node`: ring of its trie
+/// node): writes its byte length to `back` (0: unreached) and, with `ids`, its piece id,
+/// at the end's byte offset (`pos[ch.trie.max_len + u]`), and frees the slot.
+#[inline(always)]
+pub(crate) fn record_end(
+    ch: &Chars,
+    u: usize,
+    pos: &[usize],
+    slot: usize,
+    node: &mut [u32],
+    back: &mut [u16],
+    ids: Option<&mut [u32]>,
+) {
+    let nd = node[slot] as usize;
+    let h = ch.trie.max_len + u;
+    let e = pos[h];
+    back[e] = (e - pos[h - ch.trie.node_len[nd] as usize]) as u16;
+    if let Some(ids) = ids {
+        ids[e] = ch.values[nd];
+    }
+    node[slot] = 0;
+}
+
+/// The edges of one block of `lanes` consecutive starts `j0..` found by the lockstep walk.
+pub(crate) struct Block<'a> {
+    pub j0: usize,
+    pub lanes: usize,
+    /// `rows[d][k]`: node of lane `k` at depth `d + 1`.
+    pub rows: &'a [[u32; LANES]; super::trie::MAX_LOCKSTEP_DEPTH],
+    /// The edges in pass order as `k | d << 4`: from unit `j0 + k` to `j0 + k + d + 1`.
+    pub list: &'a [u16],
+    /// Byte offsets of the units, from `max_len` units before the window (see [`Pass`]).
+    pub pos: &'a [usize],
+}
+
+impl Block<'_> {
+    /// Start unit, end unit and node of list entry `x`.
+    #[inline(always)]
+    pub fn edge(&self, x: u16) -> (usize, usize, u32) {
+        let k = (x & 15) as usize;
+        // Depths are below MAX_LOCKSTEP_DEPTH = 64 by construction; the mask lets the
+        // compiler drop the bounds check.
+        let d = (x >> 4) as usize & (super::trie::MAX_LOCKSTEP_DEPTH - 1);
+        (self.j0 + k, self.j0 + k + d + 1, self.rows[d][k])
+    }
+}
+
+/// For each byte `b`: the positions of its set bits, lowest first, as `position << 4` in
+/// the successive 16-bit lanes of a `u128` (entries of a [`Block`] list for lane 0), the
+/// rest zero.
+static BIT_LISTS: [u128; 256] = {
+    let mut t = [0u128; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut n = 0;
+        let mut i = 0;
+        while i < 8 {
+            if b & (1 << i) != 0 {
+                t[b] |= ((i as u128) << 4) << (16 * n);
+                n += 1;
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// The character-level trie and what the passes read per node.
+#[derive(Debug)]
+pub(crate) struct Chars {
+    pub trie: CharTrie,
+    /// Piece id of each node (then the UNK label, see `CharTrie::add_label`).
+    pub values: Vec<u32>,
+    /// Lattice score (f32) of each node's piece; 0 where none ends.
+    pub score32: Vec<f32>,
+    /// Ring slots the passes use (a power of two): an end is pending at most `max_len`
+    /// units after a start whose block is not done, starts of a block `LANES` apart.
+    pub ring: usize,
+    /// Units per window: a multiple of `ring`.
+    window: usize,
+}
+
+/// Reusable buffers of [`Model::run_pass`].
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// Symbols of the window's units, then `LANES` `NO_SYMBOL`s.
+    sym: Vec<u32>,
+    /// Byte offsets: of the `max_len` units before the window (zeros in the first), of the
+    /// window's units, and where the last one ends.
+    pos: Vec<usize>,
+    /// Lockstep walk output of two blocks, `rows[d][k]` then `rows[MAX_LOCKSTEP_DEPTH +
+    /// d][k]`.
+    rows: Vec<[u32; LANES]>,
+    /// One block's edge list (see [`Block`]).
+    list: Vec<u16>,
+}
+
+/// Units (characters) whose symbols are computed at a time (at least): the walks need
+/// `max_len` more after the last start, so windows keep the buffers small on long texts.
+const WINDOW: usize = 2048;
+
+/// Writes a block's edge list (see [`Block`]) from the lanes' hit bits and returns its
+/// length: each lane's pieces shortest first, then its UNK edge when it needs one (`unk`:
+/// the UNK label's node; its lane's `rows[0]` entry, unused by any piece, is set to it).
+/// Branch-free per lane: table lookups by byte of the hit bits, 16-byte stores of eight
+/// entries that the next ones overwrite, counts by popcount.
+///
+/// # Safety
+/// The CPU must support AVX-512F and POPCNT; `list` has room for the entries plus 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,popcnt")]
+unsafe fn list_edges(
+    bits: &[u64],
+    rows: &mut [[u32; LANES]],
+    unk: Option<u32>,
+    single_rule: bool,
+    list: &mut [u16],
+) -> usize {
+    use std::arch::x86_64::*;
+    let mut n = 0usize;
+    let table = BIT_LISTS.as_ptr() as *const __m128i;
+    for (k, &b) in bits.iter().enumerate() {
+        let lo = (b & 0xFF) as usize;
+        let hi = ((b >> 8) & 0xFF) as usize;
+        // SAFETY: the table has 256 entries, `list` room for `n + 8` (contract; n grows by
+        // at most the number of entries written so far).
+        unsafe {
+            let lane = _mm_set1_epi16(k as i16);
+            let a = _mm_add_epi16(_mm_loadu_si128(table.add(lo)), lane);
+            _mm_storeu_si128(list.as_mut_ptr().add(n) as *mut __m128i, a);
+            n += lo.count_ones() as usize;
+            // Pieces of more than 8 units are rare: mostly skipped, predictably.
+            if hi != 0 {
+                let h = _mm_add_epi16(
+                    _mm_loadu_si128(table.add(hi)),
+                    _mm_set1_epi16((k | 8 << 4) as i16),
+                );
+                _mm_storeu_si128(list.as_mut_ptr().add(n) as *mut __m128i, h);
+                n += hi.count_ones() as usize;
+            }
+        }
+        let mut rest = b >> 16;
+        while rest != 0 {
+            // Pieces of more than 16 characters: rare, one at a time.
+            let d = rest.trailing_zeros() as u16 + 16;
+            rest &= rest - 1;
+            list[n] = k as u16 | d << 4;
+            n += 1;
+        }
+        if let Some(u) = unk {
+            let need = if single_rule { b & 1 == 0 } else { b == 0 };
+            let r = &mut rows[0][k];
+            *r = if need { u } else { *r };
+            list[n] = k as u16;
+            n += need as usize;
+        }
+    }
+    n
 }
 
 #[inline(always)]
@@ -226,6 +439,7 @@ impl Model {
             min_score,
             max_score,
             weights: Mutex::new(None),
+            chars: OnceLock::new(),
             spec,
         })
     }
@@ -403,6 +617,245 @@ impl Model {
             }
         }
         any
+    }
+
+    /// The character-level trie (built on first use).
+    pub(crate) fn chars(&self) -> Result<&Chars> {
+        self.chars
+            .get_or_init(|| {
+                let keys: Vec<(&[u8], u32)> = self
+                    .matchable
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &m)| m)
+                    .map(|(i, _)| (self.spec.pieces[i].piece.as_slice(), i as u32))
+                    .collect();
+                let mut trie = if self.byte_level {
+                    CharTrie::build_bytes(&keys)?
+                } else {
+                    CharTrie::build(&keys)?
+                };
+                trie.unk_node = self.unk_edge.map(|u| trie.add_label(u));
+                let values = trie.values.clone();
+                let score32 = values
+                    .iter()
+                    .map(|&v| self.score32.get(v as usize).copied().unwrap_or(0.0))
+                    .collect();
+                let ring = (trie.max_len + 2 * LANES + 1).next_power_of_two();
+                Ok(Chars {
+                    window: ring.max(WINDOW),
+                    trie,
+                    values,
+                    score32,
+                    ring,
+                })
+            })
+            .as_ref()
+            .map_err(|e| e.clone())
+    }
+
+    /// Runs `pass` over the lattice of `text` (see [`Pass`]): the same edges as
+    /// [`Self::edges_at`] at every unit start, found character by character, with AVX-512
+    /// `LANES` starts at a time.
+    /// Returns the unit index (in the last window) of the end of the text.
+    #[inline(always)]
+    pub(crate) fn run_pass<P: Pass>(
+        &self,
+        ch: &Chars,
+        text: &[u8],
+        scan: &mut Scan,
+        pass: &mut P,
+    ) -> usize {
+        #[cfg(test)]
+        if tests::FORCE_SCALAR.with(|f| f.get()) {
+            return self.run_pass_scalar(ch, text, scan, pass);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if ch.trie.max_len <= super::trie::MAX_LOCKSTEP_DEPTH
+            && crate::simd::level() == crate::simd::Level::Avx512
+            && std::arch::is_x86_feature_detected!("popcnt")
+        {
+            // SAFETY: the level is Avx512 only after run-time detection of AVX-512F, and
+            // POPCNT was detected.
+            return unsafe { self.run_pass_avx512(ch, text, scan, pass) };
+        }
+        self.run_pass_scalar(ch, text, scan, pass)
+    }
+
+    /// Symbols of the next window from byte `from`: fills `scan.sym` and `scan.pos` (see
+    /// [`Scan`]); `prev` is how many units the previous window started (`None` for the
+    /// first). Returns how many of the units are starts of this window and where the next
+    /// window begins.
+    #[inline(always)]
+    fn window(
+        &self,
+        ch: &Chars,
+        text: &[u8],
+        from: usize,
+        prev: Option<usize>,
+        scan: &mut Scan,
+    ) -> (usize, usize) {
+        let ct = &ch.trie;
+        let h = ct.max_len;
+        match prev {
+            // The previous window's last `h` starts become this one's history.
+            Some(starts) => {
+                scan.pos.copy_within(starts..starts + h, 0);
+                scan.pos.truncate(h);
+            }
+            None => {
+                scan.pos.clear();
+                scan.pos.resize(h, 0);
+            }
+        }
+        scan.sym.clear();
+        let end = ct.symbols(text, from, ch.window + h, &mut scan.sym, &mut scan.pos);
+        let m = scan.sym.len();
+        scan.pos.push(end);
+        scan.sym.extend_from_slice(&[NO_SYMBOL; LANES]);
+        if m > ch.window {
+            (ch.window, scan.pos[h + ch.window])
+        } else {
+            (m, text.len())
+        }
+    }
+
+    /// The UNK edge's label if a start with these matches needs one: `single` says a piece
+    /// of exactly one unit starts there, `any` that some piece does.
+    #[inline(always)]
+    fn needs_unk(&self, single: bool, any: bool) -> bool {
+        match self.unk_rule {
+            UnkRule::NoSingleChar => !single,
+            UnkRule::NoPieceStarts => !any,
+        }
+    }
+
+    /// One start at a time (no AVX-512, or pieces longer than the lockstep walk handles).
+    #[inline(always)]
+    fn run_pass_scalar<P: Pass>(
+        &self,
+        ch: &Chars,
+        text: &[u8],
+        scan: &mut Scan,
+        pass: &mut P,
+    ) -> usize {
+        let ct = &ch.trie;
+        let mut from = 0;
+        let mut prev = None;
+        let mut last = 0;
+        while from < text.len() {
+            let (starts, next) = self.window(ch, text, from, prev, scan);
+            let (sym, pos) = (&scan.sym[..], &scan.pos[..]);
+            for j in 0..starts {
+                let mut single = false;
+                let mut any = false;
+                ct.common_prefixes(&sym[j..], |len, node| {
+                    single |= len == 1;
+                    any = true;
+                    pass.edge(j, j + len, node);
+                });
+                if let Some(u) = ct.unk_node.filter(|_| self.needs_unk(single, any)) {
+                    pass.edge(j, j + 1, u);
+                }
+                pass.done(j);
+                pass.end(j + 1, pos);
+            }
+            from = next;
+            prev = Some(starts);
+            last = starts;
+        }
+        last
+    }
+
+    /// The lockstep pass: `LANES` starts walked at once by AVX-512 gathers (two blocks
+    /// interleaved), each block's edges then listed in pass order (table lookups on the hit
+    /// bits, no branch per start) and relaxed in one loop: a loop per start would
+    /// mispredict its exit about once per start, which is what the per-start walk's end
+    /// cost before.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and POPCNT, and `max_len <= MAX_LOCKSTEP_DEPTH`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,popcnt")]
+    unsafe fn run_pass_avx512<P: Pass>(
+        &self,
+        ch: &Chars,
+        text: &[u8],
+        scan: &mut Scan,
+        pass: &mut P,
+    ) -> usize {
+        use super::trie::MAX_LOCKSTEP_DEPTH;
+        let ct = &ch.trie;
+        if scan.rows.len() < 2 * MAX_LOCKSTEP_DEPTH {
+            scan.rows.resize(2 * MAX_LOCKSTEP_DEPTH, [0; LANES]);
+        }
+        // A block has at most LANES * (max_len + 1) edges; eight-entry stores write up to
+        // seven past the last.
+        let cap = LANES * (MAX_LOCKSTEP_DEPTH + 1) + 8;
+        if scan.list.len() < cap {
+            scan.list.resize(cap, 0);
+        }
+        let unk = ct.unk_node;
+        let single_rule = self.unk_rule == UnkRule::NoSingleChar;
+        let mut bits = [[0u64; LANES]; 2];
+        let mut from = 0;
+        let mut prev = None;
+        let mut last = 0;
+        while from < text.len() {
+            let (starts, next) = self.window(ch, text, from, prev, scan);
+            let Scan {
+                sym,
+                pos,
+                rows,
+                list,
+            } = &mut *scan;
+            let (rows0, rows1) = rows.split_at_mut(MAX_LOCKSTEP_DEPTH);
+            let mut j0 = 0;
+            while j0 < starts {
+                // Two blocks walked together (the second may be empty).
+                let lanes = [
+                    (starts - j0).min(LANES),
+                    (starts - j0).saturating_sub(LANES).min(LANES),
+                ];
+                let [bits0, bits1] = &mut bits;
+                // SAFETY: AVX-512F is available (caller); `sym` holds the window's symbols
+                // then `LANES` `NO_SYMBOL`s, which is what the walks read from `j0` and
+                // `j0 + LANES` (`j0 + LANES <= sym.len()` as `j0 < starts`).
+                unsafe {
+                    ct.walk_avx512(
+                        [&sym[j0..], &sym[j0 + LANES..]],
+                        lanes,
+                        [&mut *rows0, &mut *rows1],
+                        [bits0, bits1],
+                    )
+                };
+                for blk in 0..2 {
+                    let lanes = lanes[blk];
+                    if lanes == 0 {
+                        break;
+                    }
+                    let rows: &mut [[u32; LANES]; MAX_LOCKSTEP_DEPTH] =
+                        (if blk == 0 { &mut *rows0 } else { &mut *rows1 })
+                            .try_into()
+                            .expect("rows of one block");
+                    // SAFETY: AVX-512F and POPCNT (caller); `list` has `cap` entries.
+                    let n =
+                        unsafe { list_edges(&bits[blk][..lanes], rows, unk, single_rule, list) };
+                    pass.block(&Block {
+                        j0: j0 + blk * LANES,
+                        lanes,
+                        rows,
+                        list: &list[..n],
+                        pos,
+                    });
+                }
+                j0 += 2 * LANES;
+            }
+            from = next;
+            prev = Some(starts);
+            last = starts;
+        }
+        last
     }
 
     /// Whether an UNK edge starts at `s` (for parsing id sequences back into paths).
@@ -592,6 +1045,84 @@ pub fn check_utf8(text: &[u8]) -> Result<&str> {
 pub(crate) mod tests {
     use super::*;
     use crate::lattice::vocab::PieceSpec;
+    use proptest::prelude::*;
+
+    thread_local! {
+        /// Makes [`Model::run_pass`] take the one-start-at-a-time walk on this thread (the
+        /// global SIMD level would affect tests running in parallel).
+        pub(crate) static FORCE_SCALAR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Runs `f` once with the lockstep walk (where the CPU has it) and once forced scalar.
+    pub(crate) fn both_walks<T>(mut f: impl FnMut() -> T) -> [T; 2] {
+        let a = f();
+        FORCE_SCALAR.with(|x| x.set(true));
+        let b = f();
+        FORCE_SCALAR.with(|x| x.set(false));
+        [a, b]
+    }
+
+    /// A random vocabulary over a few one- to four-byte characters, pieces up to `max_chars`
+    /// characters, with the options the single-pass decoders treat differently.
+    pub(crate) fn arb_model(max_chars: usize) -> impl Strategy<Value = Model> {
+        let chars = ["a", "b", "é", "中", "▁", "😀"];
+        let piece = proptest::collection::vec(0..chars.len(), 1..=max_chars)
+            .prop_map(move |v| v.iter().map(|&i| chars[i]).collect::<String>());
+        (
+            proptest::collection::btree_map(piece, -12.0f32..-0.5, 1..24),
+            any::<bool>(),
+            0u8..3,
+            proptest::collection::vec(any::<bool>(), 24),
+            any::<bool>(),
+        )
+            .prop_map(|(pieces, unk, rule, user, byte_level)| {
+                let mut v = VocabSpec::from_pieces(
+                    pieces
+                        .into_iter()
+                        .map(|(p, s)| (p.into_bytes(), s))
+                        .collect(),
+                );
+                for (p, &u) in v.pieces.iter_mut().zip(&user) {
+                    if u && rule == 2 {
+                        p.kind = PieceKind::UserDefined;
+                    }
+                }
+                if unk {
+                    v.pieces.insert(
+                        0,
+                        PieceSpec {
+                            piece: b"<unk>".to_vec(),
+                            score: 0.0,
+                            kind: PieceKind::Unknown,
+                        },
+                    );
+                    v.unk_id = Some(0);
+                }
+                if rule == 1 {
+                    v.unknown = UnknownRule::JiebaChar { score: -15.0 };
+                }
+                v.byte_level = byte_level && rule == 0;
+                Model::from_spec(v).unwrap()
+            })
+    }
+
+    /// Texts over the same characters plus unknown ones and stray bytes.
+    pub(crate) fn arb_text(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        let parts: Vec<&'static [u8]> = vec![
+            b"a",
+            b"b",
+            "é".as_bytes(),
+            "中".as_bytes(),
+            "▁".as_bytes(),
+            "😀".as_bytes(),
+            b"x",
+            "ж".as_bytes(),
+            b"\xE4",
+            b"\xB8",
+            b"\xC3",
+        ];
+        proptest::collection::vec(proptest::sample::select(parts), 0..max).prop_map(|v| v.concat())
+    }
 
     /// A tiny SentencePiece-like model: dummy prefix, whitespace escaping, UNK at id 0.
     pub fn spm_like(pieces: &[(&str, f32)]) -> Model {

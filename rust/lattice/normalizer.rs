@@ -124,6 +124,22 @@ impl Charsmap {
         Some(rest.find('\0').map_or(rest, |end| &rest[..end]))
     }
 
+    /// Whether some rule's key starts with `bytes` (or equals them).
+    fn has_prefix(&self, bytes: &[u8]) -> bool {
+        let mut pos = self.root_base;
+        for &b in bytes {
+            pos ^= b as usize;
+            let Some(&u) = self.units.get(pos) else {
+                return false;
+            };
+            if unit_label(u) != b as u32 {
+                return false;
+            }
+            pos ^= unit_offset(u);
+        }
+        true
+    }
+
     /// Longest rule matching a prefix of `input`: (bytes consumed, replacement).
     #[inline]
     fn longest(&self, input: &[u8]) -> Option<(usize, &str)> {
@@ -240,6 +256,15 @@ pub struct Normalizer {
     /// piece: the length of its character, which then passes through unchanged when well
     /// formed (most CJK text). 0 otherwise.
     plain_lead: [u8; 256],
+    /// ASCII bytes that pass through whenever the next byte is ASCII too: plain ones, and
+    /// letters with `after_ascii` whose rules never continue with an ASCII byte (the
+    /// continuations are combining marks). One table look per byte over English text.
+    ascii_pass: [bool; 256],
+    /// One bit per code point below U+10000 whose lead byte starts charsmap rules (and no
+    /// protected piece): set when no rule starts with this character, so that it passes
+    /// through unchanged (box drawing, most punctuation under a lead byte shared with
+    /// NFKC-mapped characters). Empty without a charsmap.
+    plain_cp: Vec<u64>,
 }
 
 impl Normalizer {
@@ -258,6 +283,8 @@ impl Normalizer {
             after_ascii: [usize::MAX; 128],
             plain_space: false,
             plain_lead: [0; 256],
+            ascii_pass: [false; 256],
+            plain_cp: Vec::new(),
         }
         .with_plain_table())
     }
@@ -327,20 +354,106 @@ impl Normalizer {
                 }
             };
         }
+        self.ascii_pass = [false; 256];
+        for b in 0..0x80usize {
+            let base = self.after_ascii[b];
+            let letter =
+                base != usize::MAX && !(0..0x80u32).any(|n| self.continues_with(base, n as u8));
+            self.ascii_pass[b] = self.plain[b] || letter;
+        }
+        self.plain_cp = Vec::new();
+        if let Some(cm) = &self.charsmap {
+            let mut bits = vec![0u64; 0x10000 / 64];
+            let mut set = |cp: u32| bits[cp as usize / 64] |= 1 << (cp % 64);
+            for lead in 0xC2..=0xEFu8 {
+                let protected = self
+                    .protected
+                    .as_ref()
+                    .is_some_and(|p| !p.by_first[lead as usize].is_empty());
+                if protected || !cm.starts[lead as usize] {
+                    continue;
+                }
+                // The code points this lead byte starts.
+                let (lo, len) = if lead < 0xE0 {
+                    ((lead as u32 & 0x1F) << 6, 64)
+                } else {
+                    ((lead as u32 & 0x0F) << 12, 4096)
+                };
+                let mut buf = [0u8; 3];
+                for cp in lo..lo + len {
+                    let Some(ch) = char::from_u32(cp) else {
+                        continue;
+                    };
+                    let bytes = ch.encode_utf8(&mut buf).as_bytes();
+                    if bytes[0] == lead && !cm.has_prefix(bytes) {
+                        set(cp);
+                    }
+                }
+            }
+            self.plain_cp = bits;
+        }
         self
     }
 
+    /// Whether some charsmap rule continues from trie position `base` with byte `n`.
+    #[inline(always)]
+    fn continues_with(&self, base: usize, n: u8) -> bool {
+        self.charsmap.as_ref().is_some_and(|cm| {
+            cm.units
+                .get(base ^ n as usize)
+                .is_some_and(|&u| unit_label(u) == u32::from(n))
+        })
+    }
+
+    /// Whether the well-formed 2- or 3-byte character at the start of `input` (lead byte
+    /// `b`) is in `plain_cp`; returns its length if so.
+    #[inline(always)]
+    fn plain_char(&self, input: &[u8], b: u8) -> Option<usize> {
+        let (n, cp) = match b {
+            0xC2..=0xDF if well_formed_tail(input, 2) => {
+                (2, ((b as u32 & 0x1F) << 6) | (input[1] as u32 & 0x3F))
+            }
+            0xE0..=0xEF if well_formed_tail(input, 3) => (
+                3,
+                ((b as u32 & 0x0F) << 12)
+                    | ((input[1] as u32 & 0x3F) << 6)
+                    | (input[2] as u32 & 0x3F),
+            ),
+            _ => return None,
+        };
+        let w = *self.plain_cp.get(cp as usize / 64)?;
+        (w >> (cp % 64) & 1 != 0).then_some(n)
+    }
+
     /// Length of the run at the start of `input` of characters that pass through unchanged
-    /// and are not spaces (see `plain` and `after_ascii`).
+    /// and are not spaces (see `plain`, `after_ascii`, `ascii_pass` and `plain_cp`).
     #[inline]
     fn plain_run(&self, input: &[u8]) -> usize {
         let mut i = 0;
-        while let Some(&b) = input.get(i) {
-            if self.plain[b as usize] {
+        loop {
+            // ASCII letters and plain bytes; a letter is only in doubt before a non-ASCII
+            // byte, checked below.
+            while let Some(&b) = input.get(i) {
+                if !self.ascii_pass[b as usize] {
+                    break;
+                }
                 i += 1;
-                continue;
             }
+            let Some(&b) = input.get(i) else {
+                return i;
+            };
             if b >= 0x80 {
+                if i > 0 {
+                    let p = input[i - 1] as usize;
+                    if p < 0x80
+                        && !self.plain[p]
+                        && self.after_ascii[p] != usize::MAX
+                        && self.continues_with(self.after_ascii[p], b)
+                    {
+                        // A rule may join that letter with what follows: it is not plain.
+                        return i - 1;
+                    }
+                }
                 // No rule starts with this lead byte: a well-formed character is copied as
                 // is, exactly what `prefix` would return for it; anything else stops the run.
                 let n = self.plain_lead[b as usize] as usize;
@@ -348,27 +461,29 @@ impl Normalizer {
                     i += n;
                     continue;
                 }
-                break;
+                // Rules start with this lead byte, but none with this character.
+                if let Some(n) = self.plain_char(&input[i..], b) {
+                    i += n;
+                    continue;
+                }
+                return i;
             }
-            let Some(&base) = self.after_ascii.get(b as usize) else {
-                break;
-            };
+            if self.plain[b as usize] {
+                i += 1;
+                continue;
+            }
+            let base = self.after_ascii[b as usize];
             if base == usize::MAX {
-                break;
+                return i;
             }
-            let continues = match (input.get(i + 1), &self.charsmap) {
-                (Some(&n), Some(cm)) => cm
-                    .units
-                    .get(base ^ n as usize)
-                    .is_some_and(|&u| unit_label(u) == u32::from(n)),
-                _ => false,
-            };
-            if continues {
-                break;
+            if input
+                .get(i + 1)
+                .is_some_and(|&n| self.continues_with(base, n))
+            {
+                return i;
             }
             i += 1;
         }
-        i
     }
 
     pub fn spec(&self) -> &NormalizerSpec {
@@ -761,6 +876,8 @@ mod tests {
         n.after_ascii = [usize::MAX; 128];
         n.plain_space = false;
         n.plain_lead = [0; 256];
+        n.ascii_pass = [false; 256];
+        n.plain_cp = Vec::new();
         n
     }
 

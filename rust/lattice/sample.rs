@@ -16,7 +16,7 @@
 //! replacement (reservoir "jumps", see `perfect_linear`); the others one per contested edge.
 
 use super::graph::{logaddexp, Lattice};
-use super::model::{Model, Weights};
+use super::model::{record_end, Chars, Model, Pass, Weights};
 use super::viterbi::{backtrack, ring_size, Workspace, IDS_LIMIT};
 use crate::error::Result;
 use crate::rng::Stream;
@@ -84,136 +84,204 @@ pub fn perfect(
     rng: &mut Stream,
     ws: &mut Workspace,
 ) -> Result<f64> {
+    let ch = model.chars()?;
     // Like Viterbi, record each position's chosen edge id on texts up to `IDS_LIMIT` so
     // emitting needs no second trie lookup per token.
     let ids = text.len() <= IDS_LIMIT;
     let log_z = match (w.linear_ok, ids) {
-        (true, true) => perfect_linear::<true>(model, text, w, rng, ws),
-        (true, false) => perfect_linear::<false>(model, text, w, rng, ws),
-        (false, true) => perfect_log::<true>(model, text, w, rng, ws),
-        (false, false) => perfect_log::<false>(model, text, w, rng, ws),
+        (true, true) => perfect_linear::<true>(model, ch, text, w, rng, ws),
+        (true, false) => perfect_linear::<false>(model, ch, text, w, rng, ws),
+        (false, true) => perfect_log::<true>(model, ch, text, w, rng, ws),
+        (false, false) => perfect_log::<false>(model, ch, text, w, rng, ws),
     };
     ws.ids_valid = ids;
     backtrack(model, text, ws)?;
     Ok(log_z)
 }
 
+/// Clears `ws.back` (and sizes `ids`) and the winner rings for a pass over `n` bytes.
+fn prepare(ws: &mut Workspace, n: usize, size: usize, ids: bool) {
+    ws.back.clear();
+    ws.ids_valid = false;
+    ws.back.resize(n + 1, 0);
+    if ids {
+        ws.size_ids(n);
+    }
+    ws.winners.reset(size);
+}
+
 fn perfect_linear<const IDS: bool>(
     model: &Model,
+    ch: &Chars,
     text: &[u8],
     w: &Weights,
     rng: &mut Stream,
     ws: &mut Workspace,
 ) -> f64 {
-    let n = text.len();
-    let size = ring_size(model);
-    let mask = size - 1;
-    ws.back.clear();
-    ws.ids_valid = false;
-    ws.back.resize(n + 1, 0);
+    let size = ch.ring;
+    prepare(ws, text.len(), size, IDS);
     ws.ring64.clear();
     // Two rings: the running sum Z(e) and the reservoir's jump threshold for e.
     ws.ring64.resize(2 * size, 0.0);
-    if IDS {
-        ws.size_ids(n);
-    }
-    let ids = &mut ws.ids[..];
-    let back = &mut ws.back[..];
     let (ring, thresh) = ws.ring64.split_at_mut(size);
-    let weights = &w.w[..];
     ring[0] = 1.0;
-    // log of the common scale of every value in the rings.
-    let mut scale = 0.0f64;
-    for s in 0..n {
-        if s != 0 && back[s] == 0 {
-            continue;
+    let mut pass = Linear::<IDS> {
+        ch,
+        back: &mut ws.back[..],
+        ids: &mut ws.ids[..],
+        ring,
+        thresh,
+        node: &mut ws.winners.node[..],
+        weights: &w.w[..],
+        rng,
+        mask: size - 1,
+        scale: 0.0,
+    };
+    let end = model.run_pass(ch, text, &mut ws.scan, &mut pass);
+    if text.is_empty() {
+        return 0.0;
+    }
+    pass.scale + pass.ring[end & pass.mask].ln()
+}
+
+/// The linear-domain perfect sampler's relaxation, in units.
+struct Linear<'a, const IDS: bool> {
+    ch: &'a Chars,
+    back: &'a mut [u16],
+    ids: &'a mut [u32],
+    ring: &'a mut [f64],
+    thresh: &'a mut [f64],
+    node: &'a mut [u32],
+    weights: &'a [f64],
+    rng: &'a mut Stream,
+    mask: usize,
+    /// log of the common scale of every value in the rings.
+    scale: f64,
+}
+
+impl<const IDS: bool> Pass for Linear<'_, IDS> {
+    #[inline(always)]
+    fn edge(&mut self, su: usize, eu: usize, nd: u32) {
+        let here = su & self.mask;
+        let mut zs = self.ring[here];
+        if zs == 0.0 {
+            // Unreachable start (Z > 0 everywhere else).
+            return;
         }
-        let slot = s & mask;
-        let mut zs = ring[slot];
-        ring[slot] = 0.0;
         // Keep the pending sums in a comfortable range: every contribution is at least
         // 1e-100·e^-150, far above the subnormals, and at most 1e100·e^150 per edge, so even
         // thresholds (sum / u, u >= 2^-54) stay finite after a rescale by up to 1e100.
+        // Checked at every edge, this rescales at a start's first edge, after which its
+        // value is exactly 1.
         if !(1e-100..=1e100).contains(&zs) {
             let f = 1.0 / zs;
-            for r in ring.iter_mut().chain(thresh.iter_mut()) {
+            for r in self.ring.iter_mut().chain(self.thresh.iter_mut()) {
                 *r *= f;
             }
-            scale += zs.ln();
+            self.scale += zs.ln();
             zs = 1.0;
+            self.ring[here] = 1.0;
         }
-        model.edges_at(text, s, |e, id| {
-            let c = zs * weights[id as usize];
-            let slot = e & mask;
-            let z = ring[slot] + c;
-            ring[slot] = z;
-            // Weighted reservoir of size one, by jumps: the holder chosen at running total
-            // W is replaced by the first later edge whose running total reaches W/u. This is
-            // exactly "replace with probability c/Z at every edge" (both keep the holder
-            // from W to W' with probability W/W'), with one uniform per replacement instead
-            // of one per edge. The first edge is always taken.
-            if back[e] == 0 || z >= thresh[slot] {
-                back[e] = (e - s) as u16;
-                if IDS {
-                    ids[e] = id;
-                }
-                thresh[slot] = z / rng.next_f64_open();
-            }
-        });
+        let c = zs * self.weights[self.ch.values[nd as usize] as usize];
+        let slot = eu & self.mask;
+        let z = self.ring[slot] + c;
+        self.ring[slot] = z;
+        // Weighted reservoir of size one, by jumps: the holder chosen at running total W is
+        // replaced by the first later edge whose running total reaches W/u. This is exactly
+        // "replace with probability c/Z at every edge" (both keep the holder from W to W'
+        // with probability W/W'), with one uniform per replacement instead of one per edge.
+        // The first edge is always taken: a fresh slot's threshold is 0 (see `done`).
+        if z >= self.thresh[slot] {
+            self.node[slot] = nd;
+            self.thresh[slot] = z / self.rng.next_f64_open();
+        }
     }
-    if n == 0 {
-        return 0.0;
+
+    #[inline(always)]
+    fn done(&mut self, su: usize) {
+        let slot = su & self.mask;
+        self.ring[slot] = 0.0;
+        self.thresh[slot] = 0.0;
     }
-    scale + ring[n & mask].ln()
+
+    #[inline(always)]
+    fn end(&mut self, u: usize, pos: &[usize]) {
+        let ids = if IDS { Some(&mut *self.ids) } else { None };
+        record_end(self.ch, u, pos, u & self.mask, self.node, self.back, ids);
+    }
 }
 
 fn perfect_log<const IDS: bool>(
     model: &Model,
+    ch: &Chars,
     text: &[u8],
     w: &Weights,
     rng: &mut Stream,
     ws: &mut Workspace,
 ) -> f64 {
-    let n = text.len();
-    let size = ring_size(model);
-    let mask = size - 1;
-    ws.back.clear();
-    ws.ids_valid = false;
-    ws.back.resize(n + 1, 0);
+    let size = ch.ring;
+    prepare(ws, text.len(), size, IDS);
     ws.ring64.clear();
     ws.ring64.resize(size, f64::NEG_INFINITY);
-    if IDS {
-        ws.size_ids(n);
-    }
-    let ids = &mut ws.ids[..];
-    let back = &mut ws.back[..];
-    let ring = &mut ws.ring64[..];
-    ring[0] = 0.0;
-    for s in 0..n {
-        if s != 0 && back[s] == 0 {
-            continue;
-        }
-        let slot = s & mask;
-        let zs = ring[slot];
-        ring[slot] = f64::NEG_INFINITY;
-        model.edges_at(text, s, |e, id| {
-            let c = zs + w.log_w[id as usize];
-            let slot = e & mask;
-            let z = logaddexp(ring[slot], c);
-            ring[slot] = z;
-            // The first edge is taken without a draw (short-circuit).
-            if back[e] == 0 || rng.next_f64() < (c - z).exp() {
-                back[e] = (e - s) as u16;
-                if IDS {
-                    ids[e] = id;
-                }
-            }
-        });
-    }
-    if n == 0 {
+    ws.ring64[0] = 0.0;
+    let mut pass = Log::<IDS> {
+        ch,
+        back: &mut ws.back[..],
+        ids: &mut ws.ids[..],
+        ring: &mut ws.ring64[..],
+        node: &mut ws.winners.node[..],
+        log_w: &w.log_w[..],
+        rng,
+        mask: size - 1,
+    };
+    let end = model.run_pass(ch, text, &mut ws.scan, &mut pass);
+    if text.is_empty() {
         0.0
     } else {
-        ring[n & mask]
+        pass.ring[end & pass.mask]
+    }
+}
+
+/// The log-domain perfect sampler's relaxation, in units.
+struct Log<'a, const IDS: bool> {
+    ch: &'a Chars,
+    back: &'a mut [u16],
+    ids: &'a mut [u32],
+    ring: &'a mut [f64],
+    node: &'a mut [u32],
+    log_w: &'a [f64],
+    rng: &'a mut Stream,
+    mask: usize,
+}
+
+impl<const IDS: bool> Pass for Log<'_, IDS> {
+    #[inline(always)]
+    fn edge(&mut self, su: usize, eu: usize, nd: u32) {
+        let zs = self.ring[su & self.mask];
+        if zs == f64::NEG_INFINITY {
+            // Unreachable start.
+            return;
+        }
+        let c = zs + self.log_w[self.ch.values[nd as usize] as usize];
+        let slot = eu & self.mask;
+        let z = logaddexp(self.ring[slot], c);
+        self.ring[slot] = z;
+        // The first edge is taken without a draw (short-circuit; a free slot holds the
+        // root, node 0, which no piece ends at).
+        if self.node[slot] == 0 || self.rng.next_f64() < (c - z).exp() {
+            self.node[slot] = nd;
+        }
+    }
+
+    #[inline(always)]
+    fn done(&mut self, su: usize) {
+        self.ring[su & self.mask] = f64::NEG_INFINITY;
+    }
+
+    #[inline(always)]
+    fn end(&mut self, u: usize, pos: &[usize]) {
+        let ids = if IDS { Some(&mut *self.ids) } else { None };
+        record_end(self.ch, u, pos, u & self.mask, self.node, self.back, ids);
     }
 }
 
@@ -297,4 +365,195 @@ pub fn ffbs(
     }
     path.reverse();
     Ok(if lat.n == 0 { 0.0 } else { log_z[lat.n] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lattice::model::tests::{arb_model, arb_text, both_walks};
+    use crate::lattice::viterbi::ring_size;
+    use proptest::prelude::*;
+
+    // The byte-wise perfect samplers the character-wise pass replaced, kept as the
+    // reference: same draws, same choices, same log Z.
+    fn reference_linear<const IDS: bool>(
+        model: &Model,
+        text: &[u8],
+        w: &Weights,
+        rng: &mut Stream,
+        ws: &mut Workspace,
+    ) -> f64 {
+        let n = text.len();
+        let size = ring_size(model);
+        let mask = size - 1;
+        ws.back.clear();
+        ws.ids_valid = false;
+        ws.back.resize(n + 1, 0);
+        ws.ring64.clear();
+        // Two rings: the running sum Z(e) and the reservoir's jump threshold for e.
+        ws.ring64.resize(2 * size, 0.0);
+        if IDS {
+            ws.size_ids(n);
+        }
+        let ids = &mut ws.ids[..];
+        let back = &mut ws.back[..];
+        let (ring, thresh) = ws.ring64.split_at_mut(size);
+        let weights = &w.w[..];
+        ring[0] = 1.0;
+        // log of the common scale of every value in the rings.
+        let mut scale = 0.0f64;
+        for s in 0..n {
+            if s != 0 && back[s] == 0 {
+                continue;
+            }
+            let slot = s & mask;
+            let mut zs = ring[slot];
+            ring[slot] = 0.0;
+            // Keep the pending sums in a comfortable range: every contribution is at least
+            // 1e-100·e^-150, far above the subnormals, and at most 1e100·e^150 per edge, so even
+            // thresholds (sum / u, u >= 2^-54) stay finite after a rescale by up to 1e100.
+            if !(1e-100..=1e100).contains(&zs) {
+                let f = 1.0 / zs;
+                for r in ring.iter_mut().chain(thresh.iter_mut()) {
+                    *r *= f;
+                }
+                scale += zs.ln();
+                zs = 1.0;
+            }
+            model.edges_at(text, s, |e, id| {
+                let c = zs * weights[id as usize];
+                let slot = e & mask;
+                let z = ring[slot] + c;
+                ring[slot] = z;
+                // Weighted reservoir of size one, by jumps: the holder chosen at running total
+                // W is replaced by the first later edge whose running total reaches W/u. This is
+                // exactly "replace with probability c/Z at every edge" (both keep the holder
+                // from W to W' with probability W/W'), with one uniform per replacement instead
+                // of one per edge. The first edge is always taken.
+                if back[e] == 0 || z >= thresh[slot] {
+                    back[e] = (e - s) as u16;
+                    if IDS {
+                        ids[e] = id;
+                    }
+                    thresh[slot] = z / rng.next_f64_open();
+                }
+            });
+        }
+        if n == 0 {
+            return 0.0;
+        }
+        scale + ring[n & mask].ln()
+    }
+
+    fn reference_log<const IDS: bool>(
+        model: &Model,
+        text: &[u8],
+        w: &Weights,
+        rng: &mut Stream,
+        ws: &mut Workspace,
+    ) -> f64 {
+        let n = text.len();
+        let size = ring_size(model);
+        let mask = size - 1;
+        ws.back.clear();
+        ws.ids_valid = false;
+        ws.back.resize(n + 1, 0);
+        ws.ring64.clear();
+        ws.ring64.resize(size, f64::NEG_INFINITY);
+        if IDS {
+            ws.size_ids(n);
+        }
+        let ids = &mut ws.ids[..];
+        let back = &mut ws.back[..];
+        let ring = &mut ws.ring64[..];
+        ring[0] = 0.0;
+        for s in 0..n {
+            if s != 0 && back[s] == 0 {
+                continue;
+            }
+            let slot = s & mask;
+            let zs = ring[slot];
+            ring[slot] = f64::NEG_INFINITY;
+            model.edges_at(text, s, |e, id| {
+                let c = zs + w.log_w[id as usize];
+                let slot = e & mask;
+                let z = logaddexp(ring[slot], c);
+                ring[slot] = z;
+                // The first edge is taken without a draw (short-circuit).
+                if back[e] == 0 || rng.next_f64() < (c - z).exp() {
+                    back[e] = (e - s) as u16;
+                    if IDS {
+                        ids[e] = id;
+                    }
+                }
+            });
+        }
+        if n == 0 {
+            0.0
+        } else {
+            ring[n & mask]
+        }
+    }
+
+    fn reference(m: &Model, text: &[u8], w: &Weights, seed: u64) -> (Vec<(usize, u16, u32)>, u64) {
+        let mut ws = Workspace::new();
+        let mut rng = Stream::new(seed, 7);
+        let z = if w.linear_ok {
+            reference_linear::<true>(m, text, w, &mut rng, &mut ws)
+        } else {
+            reference_log::<true>(m, text, w, &mut rng, &mut ws)
+        };
+        let reached = (1..=text.len())
+            .filter(|&e| ws.back[e] != 0)
+            .map(|e| (e, ws.back[e], ws.ids[e]))
+            .collect();
+        (reached, z.to_bits())
+    }
+
+    fn check(m: &Model, text: &[u8], alpha: f64, seed: u64) {
+        let w = m.weights(alpha);
+        let want = reference(m, text, &w, seed);
+        for got in both_walks(|| {
+            let mut ws = Workspace::new();
+            let mut rng = Stream::new(seed, 7);
+            let z = perfect(m, text, &w, &mut rng, &mut ws);
+            let reached: Vec<(usize, u16, u32)> = (1..=text.len())
+                .filter(|&e| ws.back[e] != 0)
+                .map(|e| (e, ws.back[e], ws.ids[e]))
+                .collect();
+            (reached, z.map(f64::to_bits).ok())
+        }) {
+            assert_eq!(got.0, want.0);
+            if let Some(z) = got.1 {
+                assert_eq!(z, want.1);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn perfect_matches_the_bytewise_reference(
+            m in arb_model(4), text in arb_text(40), seed in any::<u64>(), big in any::<bool>()
+        ) {
+            // alpha = 20 pushes some |alpha v| past 150: the log-domain sampler.
+            check(&m, &text, if big { 20.0 } else { 0.3 }, seed);
+        }
+    }
+
+    #[test]
+    fn perfect_matches_on_long_texts() {
+        let m = crate::lattice::model::tests::spm_like(&[
+            ("▁", -1.0),
+            ("a", -2.0),
+            ("b", -2.5),
+            ("中", -3.0),
+            ("ab", -2.2),
+            ("b中a", -2.0),
+        ]);
+        let text = "ab中a▁a中b".repeat(1500);
+        for alpha in [0.1, 1.0, 40.0] {
+            check(&m, text.as_bytes(), alpha, 3);
+        }
+    }
 }

@@ -11,7 +11,7 @@
 //!   and its comparison run in f64 before the f32 store;
 //! - ties keep the first candidate met (strict `>`), in start-position then length order.
 
-use super::model::Model;
+use super::model::{record_end, Block, Chars, Model, Pass, Scan, Winners};
 use crate::error::Result;
 
 /// Reusable per-thread scratch space for the single-pass algorithms.
@@ -33,6 +33,10 @@ pub struct Workspace {
     pub(crate) ids_valid: bool,
     /// Normalised text of the item being encoded (reused to avoid one allocation per text).
     pub(crate) norm: Vec<u8>,
+    /// Buffers of [`Model::run_pass`].
+    pub(crate) scan: Scan,
+    /// Winner rings of the single-pass decoders.
+    pub(crate) winners: Winners,
 }
 
 impl Workspace {
@@ -75,18 +79,164 @@ pub(crate) fn ring_size(model: &Model) -> usize {
 
 /// Fills `ws.path` with the Viterbi segmentation of the prepared text.
 pub fn viterbi(model: &Model, text: &[u8], ws: &mut Workspace) -> Result<()> {
+    let ch = model.chars()?;
     let ids = text.len() <= IDS_LIMIT;
     match (model.has_user_defined(), ids) {
-        (true, true) => forward::<true, true>(model, text, ws),
-        (true, false) => forward::<true, false>(model, text, ws),
-        (false, true) => forward::<false, true>(model, text, ws),
-        (false, false) => forward::<false, false>(model, text, ws),
+        (true, true) => forward::<true, true>(model, ch, text, ws),
+        (true, false) => forward::<true, false>(model, ch, text, ws),
+        (false, true) => forward::<false, true>(model, ch, text, ws),
+        (false, false) => forward::<false, false>(model, ch, text, ws),
     }
     ws.ids_valid = ids;
     backtrack(model, text, ws)
 }
 
-fn forward<const USER: bool, const IDS: bool>(model: &Model, text: &[u8], ws: &mut Workspace) {
+fn forward<const USER: bool, const IDS: bool>(
+    model: &Model,
+    ch: &Chars,
+    text: &[u8],
+    ws: &mut Workspace,
+) {
+    let n = text.len();
+    let size = ch.ring;
+    ws.back.clear();
+    ws.back.resize(n + 1, 0);
+    // Unreached units hold -inf, so the first candidate always wins (strict `>`) without a
+    // separate "first edge here" test, and edges from unreachable starts change nothing; a
+    // slot is reset to -inf when its start is done.
+    ws.ring32.clear();
+    ws.ring32.resize(size, f32::NEG_INFINITY);
+    ws.ring32[0] = 0.0;
+    ws.winners.reset(size);
+    if IDS {
+        ws.size_ids(n);
+    }
+    let mut pass = Forward::<USER, IDS> {
+        model,
+        ch,
+        back: &mut ws.back[..],
+        ids: &mut ws.ids[..],
+        ring: &mut ws.ring32[..],
+        node: &mut ws.winners.node[..],
+        mask: size - 1,
+    };
+    model.run_pass(ch, text, &mut ws.scan, &mut pass);
+}
+
+/// The Viterbi relaxation in units: best score and winning edge per pending end, in rings.
+struct Forward<'a, const USER: bool, const IDS: bool> {
+    model: &'a Model,
+    ch: &'a Chars,
+    back: &'a mut [u16],
+    ids: &'a mut [u32],
+    ring: &'a mut [f32],
+    node: &'a mut [u32],
+    mask: usize,
+}
+
+impl<const USER: bool, const IDS: bool> Forward<'_, USER, IDS> {
+    /// The f32 relaxation, branch-free: whether a later edge beats the holder is
+    /// data-dependent (the first edge into a position always does), so a branch here
+    /// mispredicts often. The best score is a `max`; the winner's node is stored
+    /// unconditionally, selected by a mask that goes through `black_box`, so that
+    /// the compiler cannot see it comes from a comparison and turn the selects back into
+    /// branches (it does, otherwise). The mask only feeds that store, off the chain of
+    /// dependent scores.
+    ///
+    /// # Safety
+    /// `ring` and `node` have `mask + 1` entries.
+    #[inline(always)]
+    unsafe fn relax32(
+        ring: &mut [f32],
+        node: &mut [u32],
+        mask: usize,
+        score: f32,
+        su: usize,
+        eu: usize,
+        nd: u32,
+    ) {
+        debug_assert!(ring.len() == mask + 1 && node.len() == mask + 1);
+        let slot = eu & mask;
+        // SAFETY: masked indices are below `mask + 1`, the slices' length (contract).
+        unsafe {
+            let cand = score + *ring.get_unchecked(su & mask);
+            let old = ring.get_unchecked_mut(slot);
+            let better = cand > *old;
+            *old = if better { cand } else { *old };
+            let m = std::hint::black_box((better as u32).wrapping_neg());
+            let n = node.get_unchecked_mut(slot);
+            *n = (nd & m) | (*n & !m);
+        }
+    }
+}
+
+impl<const USER: bool, const IDS: bool> Pass for Forward<'_, USER, IDS> {
+    #[inline(always)]
+    fn edge(&mut self, su: usize, eu: usize, nd: u32) {
+        let id = self.ch.values[nd as usize];
+        if USER && self.model.is_user_defined(id) {
+            // SentencePiece sums and compares user-defined pieces' bonus in f64.
+            let cand = self.model.score(id) + self.ring[su & self.mask] as f64;
+            let slot = eu & self.mask;
+            if cand > self.ring[slot] as f64 {
+                self.ring[slot] = cand as f32;
+                self.node[slot] = nd;
+            }
+        } else {
+            let score = self.ch.score32[nd as usize];
+            assert!(self.ring.len() == self.mask + 1 && self.node.len() == self.mask + 1);
+            // SAFETY: both rings have `mask + 1` entries (asserted).
+            unsafe { Self::relax32(self.ring, self.node, self.mask, score, su, eu, nd) };
+        }
+    }
+
+    #[inline(always)]
+    fn done(&mut self, su: usize) {
+        self.ring[su & self.mask] = f32::NEG_INFINITY;
+    }
+
+    #[inline(always)]
+    fn end(&mut self, u: usize, pos: &[usize]) {
+        let ids = if IDS { Some(&mut *self.ids) } else { None };
+        record_end(self.ch, u, pos, u & self.mask, self.node, self.back, ids);
+    }
+
+    #[inline(always)]
+    fn block(&mut self, b: &Block<'_>) {
+        let mask = self.mask;
+        if USER {
+            for &x in b.list {
+                let (su, eu, nd) = b.edge(x);
+                self.edge(su, eu, nd);
+            }
+        } else {
+            // The same with the fields in locals (see `Pass::block`).
+            let (ring, node) = (&mut *self.ring, &mut *self.node);
+            let score32 = &self.ch.score32[..];
+            assert!(ring.len() == mask + 1 && node.len() == mask + 1);
+            for &x in b.list {
+                let (su, eu, nd) = b.edge(x);
+                // SAFETY: both rings have `mask + 1` entries (asserted).
+                unsafe { Self::relax32(ring, node, mask, score32[nd as usize], su, eu, nd) };
+            }
+        }
+        for u in b.j0..b.j0 + b.lanes {
+            self.ring[u & mask] = f32::NEG_INFINITY;
+        }
+        for u in b.j0 + 1..=b.j0 + b.lanes {
+            self.end(u, b.pos);
+        }
+    }
+}
+
+/// The per-start, byte-wise forward pass the character-wise one replaced, kept as the
+/// reference it is tested against.
+#[cfg(test)]
+pub(crate) fn forward_reference<const USER: bool, const IDS: bool>(
+    model: &Model,
+    text: &[u8],
+    ws: &mut Workspace,
+) {
     let n = text.len();
     let size = ring_size(model);
     let mask = size - 1;
@@ -215,7 +365,70 @@ pub(crate) fn emit_from_back(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lattice::model::tests::spm_like;
+    use crate::lattice::model::tests::{arb_model, arb_text, both_walks, spm_like};
+    use proptest::prelude::*;
+
+    /// `back` and (where recorded) the winning ids of the character-wise pass, per walk,
+    /// against the byte-wise reference.
+    fn check_against_reference(m: &Model, text: &[u8]) {
+        let mut rws = Workspace::new();
+        match m.has_user_defined() {
+            true => forward_reference::<true, true>(m, text, &mut rws),
+            false => forward_reference::<false, true>(m, text, &mut rws),
+        }
+        let reached: Vec<(usize, u16, u32)> = (1..=text.len())
+            .filter(|&e| rws.back[e] != 0)
+            .map(|e| (e, rws.back[e], rws.ids[e]))
+            .collect();
+        for got in both_walks(|| {
+            let mut ws = Workspace::new();
+            let r = viterbi(m, text, &mut ws);
+            let reached: Vec<(usize, u16, u32)> = (1..=text.len())
+                .filter(|&e| ws.back[e] != 0)
+                .map(|e| (e, ws.back[e], ws.ids[e]))
+                .collect();
+            (r.is_ok(), reached, ws.path.clone())
+        }) {
+            assert_eq!(got.1, reached);
+            assert_eq!(got.0, text.is_empty() || rws.back[text.len()] != 0);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn matches_the_bytewise_reference(m in arb_model(4), text in arb_text(40)) {
+            check_against_reference(&m, &text);
+        }
+
+        #[test]
+        fn matches_the_bytewise_reference_with_long_pieces(m in arb_model(24), text in arb_text(80)) {
+            check_against_reference(&m, &text);
+        }
+    }
+
+    #[test]
+    fn long_texts_cross_windows() {
+        // Several windows of units, with pieces that straddle their borders.
+        let m = spm_like(&[
+            ("▁", -1.0),
+            ("a", -2.0),
+            ("b", -2.5),
+            ("中", -3.0),
+            ("ab", -2.2),
+            ("▁a", -1.5),
+            ("b中a", -2.0),
+            ("a中a中a中a中", -4.0),
+        ]);
+        let unit = "ab中a▁a中b".repeat(1500);
+        for text in [unit.clone(), format!("x{unit}"), format!("中{unit}ab")] {
+            check_against_reference(&m, text.as_bytes());
+        }
+        // Pieces longer than the lockstep walk records (the one-start walk then).
+        let long = "a".repeat(70);
+        let m = spm_like(&[("a", -1.0), (long.as_str(), -5.0), ("aa", -1.5)]);
+        check_against_reference(&m, "a".repeat(300).as_bytes());
+    }
 
     fn pieces(m: &Model, t: &str) -> Vec<String> {
         let text = m.prepare(t.as_bytes()).unwrap();
