@@ -7,6 +7,27 @@
 use super::Float;
 use crate::simd::{level, Level};
 
+/// `x` as a slice of `U` when `T` is `U` (the element types are only f32 and f64).
+#[inline(always)]
+pub(crate) fn cast<T: Float, U: Float>(x: &[T]) -> Option<&[U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts(x.as_ptr() as *const U, x.len()) })
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+pub(crate) fn cast_mut<T: Float, U: Float>(x: &mut [T]) -> Option<&mut [U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut U, x.len()) })
+    } else {
+        None
+    }
+}
+
 macro_rules! multiversion {
     ($(#[$doc:meta])* pub fn $name:ident<T: Float>($($arg:ident : $ty:ty),*) -> $ret:ty $body:block) => {
         $(#[$doc])*

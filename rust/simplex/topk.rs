@@ -110,7 +110,7 @@ fn select_bounded<T: Float>(
     let bound = kth_largest(&g, k, simd);
     #[cfg(target_arch = "x86_64")]
     if simd {
-        if let (Some(x32), Some(o32)) = (cast::<T, f32>(x), cast_mut::<T, f32>(out)) {
+        if let (Some(x32), Some(o32)) = (kern::cast::<T, f32>(x), kern::cast_mut::<T, f32>(out)) {
             // SAFETY: `simd` is only true when AVX-512F was detected at run time; `x32` and
             // `o32` have the same length (the row and its output).
             let done =
@@ -155,7 +155,7 @@ fn select_bounded<T: Float>(
 fn kth_largest<T: Float>(g: &[T; GROUPS], k: usize, simd: bool) -> T {
     #[cfg(target_arch = "x86_64")]
     if simd && k <= 16 {
-        if let Some(g32) = cast::<T, f32>(&g[..]) {
+        if let Some(g32) = kern::cast::<T, f32>(&g[..]) {
             // SAFETY: `simd` is only true when AVX-512F was detected at run time.
             let r = unsafe { avx512::kth_largest_f32(g32.try_into().expect("64 groups"), k) };
             if let Some(r) = r {
@@ -184,27 +184,6 @@ fn kth_largest_portable<T: Float>(g: &[T; GROUPS], k: usize) -> T {
     top[k - 1]
 }
 
-/// `x` as a slice of `U` when `T` is `U` (the element types are only f32 and f64).
-#[inline(always)]
-fn cast<T: Float, U: Float>(x: &[T]) -> Option<&[U]> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
-        // SAFETY: T and U are the same type.
-        Some(unsafe { std::slice::from_raw_parts(x.as_ptr() as *const U, x.len()) })
-    } else {
-        None
-    }
-}
-
-#[inline(always)]
-fn cast_mut<T: Float, U: Float>(x: &mut [T]) -> Option<&mut [U]> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
-        // SAFETY: T and U are the same type.
-        Some(unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut U, x.len()) })
-    } else {
-        None
-    }
-}
-
 #[inline(always)]
 fn avx512() -> bool {
     cfg!(target_arch = "x86_64") && level() == Level::Avx512
@@ -215,11 +194,17 @@ fn avx512() -> bool {
 fn group_max<T: Float>(x: &[T], g: &mut [T; GROUPS], simd: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        if let (Some(x), Some(g)) = (cast::<T, f32>(x), cast_mut::<T, f32>(&mut g[..])) {
+        if let (Some(x), Some(g)) = (
+            kern::cast::<T, f32>(x),
+            kern::cast_mut::<T, f32>(&mut g[..]),
+        ) {
             // SAFETY: `simd` is only true when AVX-512F was detected at run time.
             return unsafe { avx512::group_max_f32(x, g.try_into().expect("64 groups")) };
         }
-        if let (Some(x), Some(g)) = (cast::<T, f64>(x), cast_mut::<T, f64>(&mut g[..])) {
+        if let (Some(x), Some(g)) = (
+            kern::cast::<T, f64>(x),
+            kern::cast_mut::<T, f64>(&mut g[..]),
+        ) {
             // SAFETY: as above.
             return unsafe { avx512::group_max_f64(x, g.try_into().expect("64 groups")) };
         }
@@ -240,11 +225,11 @@ fn group_max<T: Float>(x: &[T], g: &mut [T; GROUPS], simd: bool) -> bool {
 fn collect_at_least<T: Float>(x: &[T], t: T, cand: &mut Vec<(f64, u32)>, simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        if let Some(x) = cast::<T, f32>(x) {
+        if let Some(x) = kern::cast::<T, f32>(x) {
             // SAFETY: `simd` is only true when AVX-512F was detected at run time.
             return unsafe { avx512::collect_f32(x, t.to_f64() as f32, cand) };
         }
-        if let Some(x) = cast::<T, f64>(x) {
+        if let Some(x) = kern::cast::<T, f64>(x) {
             // SAFETY: as above.
             return unsafe { avx512::collect_f64(x, t.to_f64(), cand) };
         }
