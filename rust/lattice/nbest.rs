@@ -69,6 +69,11 @@ pub const MAX_PARTIAL_PATHS: usize = 1 << 26;
 /// Largest block arena (entries of 16 bytes: 32 MiB); bigger requests use the compact one.
 const BLOCK_LIMIT: usize = 1 << 21;
 
+/// Largest `k` for the block layout: a block reserves room for `k` paths at every position,
+/// which for a large `k` is mostly unused (a short text has few segmentations) and would
+/// cost more to clear than the search itself.
+const BLOCK_MAX_K: usize = 256;
+
 /// One segmentation as `(start, end, id)` edges, and its score `Σ v`.
 pub type Scored = (Vec<(usize, usize, u32)>, f64);
 
@@ -188,7 +193,8 @@ enum Layout {
 }
 
 /// Delivers the k best segmentations to `sink`, best first. `layout` forces a storage
-/// layout (tests); `None` picks blocks whenever they fit [`BLOCK_LIMIT`].
+/// layout (tests); `None` picks blocks for `k <= BLOCK_MAX_K` whenever they fit
+/// [`BLOCK_LIMIT`].
 fn run(
     model: &Model,
     text: &[u8],
@@ -204,7 +210,7 @@ fn run(
     }
     let n = text.len();
     let shift = k.next_power_of_two().trailing_zeros();
-    let layout = layout.unwrap_or(if (n + 1) << shift <= BLOCK_LIMIT {
+    let layout = layout.unwrap_or(if k <= BLOCK_MAX_K && n < BLOCK_LIMIT >> shift {
         Layout::Blocks
     } else {
         Layout::Compact
@@ -241,8 +247,8 @@ fn run(
 ///   `2^shift >= k` entries, `cnt[p]` of them used. Edges merge straight into the list of
 ///   their end, nothing is copied when a position is finished, an entry is 16 bytes, and
 ///   the start of an edge is its predecessor's index `>> shift`;
-/// - compact (when `(n + 1) · 2^shift` entries would exceed [`BLOCK_LIMIT`], i.e. large `k`
-///   or very long texts): lists are packed in `arena` in position order, each position's
+/// - compact (for `k` over [`BLOCK_MAX_K`], or when `(n + 1) · 2^shift` entries would
+///   exceed [`BLOCK_LIMIT`], i.e. very long texts): lists are packed in `arena` in position order, each position's
 ///   pending list is merged in a ring of `slots` and appended to the arena when the pass
 ///   reaches it; memory is then exactly the kept paths, 24 bytes each.
 #[derive(Default)]
