@@ -7,7 +7,7 @@ use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple, PyType};
 
 use super::{guarded, pickle, to_pyerr};
 use crate::error::{Error, Result};
@@ -20,6 +20,68 @@ use crate::lattice::sample::{self, check_alpha, Method};
 use crate::lattice::swor;
 use crate::lattice::vocab::{PieceKind, VocabSpec};
 use crate::rng::{self, Stream};
+
+/// Per-thread buffers of `nbest` (normalised text and flat results), reused across calls.
+#[derive(Default)]
+struct NBestBuf {
+    norm: Vec<u8>,
+    out: nbest::NBestIds,
+}
+
+thread_local! {
+    static NBEST_BUF: std::cell::Cell<NBestBuf> = std::cell::Cell::new(NBestBuf::default());
+}
+
+/// `[(ids, score), ...]` from flat results: every `ids` is a 1-D int32 view into one array
+/// holding all of them (its `base`), so a call costs two numpy allocations plus one small one
+/// per result instead of two per result, the largest cost of a 10-best call on a short line.
+/// The views do not overlap, so writing into one never changes another.
+fn nbest_list<'py>(py: Python<'py>, out: &nbest::NBestIds) -> PyResult<Bound<'py, PyList>> {
+    use numpy::npyffi::{self, npy_intp, NpyTypes, PY_ARRAY_API};
+    use numpy::{Element, PyArrayDescrMethods, PyArrayMethods};
+    let base = PyArray1::<i32>::from_slice(py, &out.ids);
+    let data = base.data();
+    let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(out.len());
+    for i in 0..out.len() {
+        let (a, b) = (out.offsets[i], out.offsets[i + 1]);
+        let mut dims = [(b - a) as npy_intp];
+        // SAFETY: `data` points at `out.ids.len()` int32 elements owned by `base`, and
+        // `a..b` lies within them; the new array gets a strong reference to `base` as its
+        // base object (`SetBaseObject` steals the one `into_ptr` hands over), so the memory
+        // outlives the view. A null return (out of memory) is turned into the Python error.
+        let view = unsafe {
+            let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
+                py,
+                PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type),
+                i32::get_dtype(py).into_dtype_ptr(),
+                1,
+                dims.as_mut_ptr(),
+                std::ptr::null_mut(),
+                data.add(a).cast(),
+                npyffi::NPY_ARRAY_WRITEABLE,
+                std::ptr::null_mut(),
+            );
+            let view = Bound::from_owned_ptr_or_err(py, ptr)?;
+            if PY_ARRAY_API.PyArray_SetBaseObject(
+                py,
+                ptr.cast::<npyffi::PyArrayObject>(),
+                base.clone().into_ptr(),
+            ) != 0
+            {
+                return Err(PyErr::fetch(py));
+            }
+            view
+        };
+        let t = PyTuple::new(py, [view, PyFloat::new(py, out.scores[i]).into_any()])?;
+        // SAFETY: `t` is a live tuple we own; it holds an ndarray and a float, neither of
+        // which the cycle collector tracks, so it can never be part of a reference cycle and
+        // untracking it (what the collector itself would do on its next pass) only spares
+        // that pass.
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(t.as_ptr().cast()) };
+        items.push(t.into_any());
+    }
+    PyList::new(py, items)
+}
 
 /// Largest number of draws `sample` accepts in one call.
 const MAX_DRAWS: usize = 1 << 20;
@@ -473,34 +535,34 @@ impl Unigram {
         Ok(PyBytes::new(py, &out))
     }
 
-    #[allow(clippy::type_complexity)]
     fn nbest<'py>(
         &self,
         py: Python<'py>,
         text: &Bound<'py, PyAny>,
         k: i64,
-    ) -> PyResult<Vec<(Bound<'py, PyArray1<i32>>, f64)>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let t = text_arg(text, "text")?;
         if k < 0 {
             return Err(to_pyerr(Error::invalid(format!("k must be >= 0, got {k}"))));
         }
         let m = self.model.clone();
+        // The output buffers move out of this thread's cache and back (no allocation per
+        // call); a re-entrant call in between finds the cache empty and starts fresh ones.
+        let mut buf = NBEST_BUF.with(|b| b.take());
         let res = guarded(py, || {
-            let mut buf = Vec::new();
             let prepared = match t.input() {
-                batch::Input::Str(s) => m.prepare_str_into(s, &mut buf)?,
-                batch::Input::Bytes(b) => m.prepare_into(b, &mut buf)?,
+                batch::Input::Str(s) => m.prepare_str_into(s, &mut buf.norm)?,
+                batch::Input::Bytes(b) => m.prepare_into(b, &mut buf.norm)?,
             };
-            let best = nbest::nbest(&m, prepared, k as usize)?;
-            Ok(best
-                .into_iter()
-                .map(|(p, s)| (path_ids(&m, prepared, &p), s))
-                .collect::<Vec<_>>())
-        })?;
-        Ok(res
-            .into_iter()
-            .map(|(ids, s)| (ids.into_pyarray(py), s))
-            .collect())
+            nbest::nbest_ids(&m, prepared, k as usize, &mut buf.out)?;
+            Ok(buf)
+        });
+        let buf = res?;
+        let list = nbest_list(py, &buf.out);
+        if buf.out.ids.capacity() <= 1 << 20 && buf.norm.capacity() <= 1 << 20 {
+            NBEST_BUF.with(|b| b.set(buf));
+        }
+        list
     }
 
     /// `replace=True`: `n` independent draws (draw `i` uses stream `(seed, i)`), each

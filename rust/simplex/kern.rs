@@ -1,10 +1,32 @@
-//! Simple element-wise loops and reductions, written once as plain Rust and compiled twice:
-//! for the baseline target and (on x86-64) with AVX2+FMA enabled, where LLVM vectorises them.
+//! Simple element-wise loops and reductions, written once as plain Rust and compiled three times:
+//! for the baseline target and (on x86-64) with AVX2+FMA and with AVX-512F enabled, where LLVM
+//! vectorises them (16 float32 lanes under AVX-512).
 //! Reductions keep 8 independent f64 accumulators so that the compiler may vectorise them
 //! (a single running sum is a serial dependency it must not reorder).
 
 use super::Float;
 use crate::simd::{level, Level};
+
+/// `x` as a slice of `U` when `T` is `U` (the element types are only f32 and f64).
+#[inline(always)]
+pub(crate) fn cast<T: Float, U: Float>(x: &[T]) -> Option<&[U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts(x.as_ptr() as *const U, x.len()) })
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+pub(crate) fn cast_mut<T: Float, U: Float>(x: &mut [T]) -> Option<&mut [U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut U, x.len()) })
+    } else {
+        None
+    }
+}
 
 macro_rules! multiversion {
     ($(#[$doc:meta])* pub fn $name:ident<T: Float>($($arg:ident : $ty:ty),*) -> $ret:ty $body:block) => {
@@ -19,9 +41,16 @@ macro_rules! multiversion {
                 unsafe fn avx2<T: Float>($($arg: $ty),*) -> $ret {
                     body($($arg),*)
                 }
-                if matches!(level(), Level::Avx2 | Level::Avx512) {
-                    // SAFETY: the SIMD level is only Avx2/Avx512 when the CPU has AVX2 and FMA.
-                    return unsafe { avx2($($arg),*) };
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512<T: Float>($($arg: $ty),*) -> $ret {
+                    body($($arg),*)
+                }
+                match level() {
+                    // SAFETY: the level is only Avx512 when the CPU has AVX-512F, AVX2 and FMA.
+                    Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: the level is only Avx2 when the CPU has AVX2 and FMA.
+                    Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    _ => {}
                 }
             }
             body($($arg),*)

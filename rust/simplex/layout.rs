@@ -121,6 +121,10 @@ pub(crate) struct Rows<T> {
     ptr: *mut T,
     outer_shape: Vec<usize>,
     outer_strides: Vec<isize>,
+    /// Row `r` starts at `r · flat` when the outer axes collapse into one (every 2-d array,
+    /// any C-ordered one): saves the per-axis divisions of [`Rows::offset`], which cost about
+    /// as much as a 1024-wide softmax row's scale pass.
+    flat: Option<isize>,
     stride: isize,
     len: usize,
     writable: bool,
@@ -164,10 +168,25 @@ impl<T: Float> Rows<T> {
         outer_shape.remove(axis);
         let mut outer_strides = strides.clone();
         let stride = outer_strides.remove(axis);
+        // Axes of length 1 never contribute to an offset (and may carry any stride).
+        let live: Vec<(usize, isize)> = outer_shape
+            .iter()
+            .zip(&outer_strides)
+            .filter(|(&n, _)| n > 1)
+            .map(|(&n, &s)| (n, s))
+            .collect();
+        let flat = match live.last() {
+            None => Some(0),
+            Some(&(_, last)) => live
+                .windows(2)
+                .all(|w| w[0].1 == w[1].1 * w[1].0 as isize)
+                .then_some(last),
+        };
         Ok(Rows {
             ptr,
             outer_shape,
             outer_strides,
+            flat,
             stride,
             len: shape[axis],
             writable,
@@ -186,6 +205,9 @@ impl<T: Float> Rows<T> {
 
     #[inline]
     fn offset(&self, mut r: usize) -> isize {
+        if let Some(f) = self.flat {
+            return r as isize * f;
+        }
         let mut off = 0isize;
         for d in (0..self.outer_shape.len()).rev() {
             let n = self.outer_shape[d];
@@ -457,5 +479,31 @@ mod tests {
         .unwrap();
         assert_eq!(out, t);
         assert!(RowSpec::new(&[2, 3], 2).is_err());
+        // The flat row offset against the per-axis one: C order, sliced, transposed, length-1
+        // axes (numpy gives those arbitrary strides), negative strides.
+        let cases: [(&[usize], &[isize], Option<isize>); 6] = [
+            (&[4, 3, 5], &[15, 5, 1], Some(5)),
+            (&[4, 3, 5], &[30, 10, 1], Some(10)),
+            (&[4, 3, 5], &[5, 20, 1], None),
+            (&[2, 1, 3, 7], &[21, 999, 7, 1], Some(7)),
+            (&[2, 1, 3, 7], &[5, 5, 7, 1], None),
+            (&[4, 3, 5], &[-15, -5, 1], Some(-5)),
+        ];
+        for (shape, strides, want) in cases {
+            let spec = RowSpec::new(shape, shape.len() - 1).unwrap();
+            let rows =
+                Rows::<f64>::build(std::ptr::null_mut(), shape, strides, &spec, false).unwrap();
+            assert_eq!(rows.flat, want, "{shape:?} {strides:?}");
+            let slow = Rows { flat: None, ..rows };
+            let fast =
+                Rows::<f64>::build(std::ptr::null_mut(), shape, strides, &spec, false).unwrap();
+            for r in 0..spec.n_rows() {
+                assert_eq!(
+                    fast.offset(r),
+                    slow.offset(r),
+                    "{shape:?} {strides:?} row {r}"
+                );
+            }
+        }
     }
 }

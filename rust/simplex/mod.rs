@@ -17,6 +17,7 @@ pub mod layout;
 pub mod losses;
 pub mod perturb;
 pub mod softmax;
+pub mod sparsekern;
 pub mod sparsemax;
 pub mod sparsity;
 pub mod taylor;

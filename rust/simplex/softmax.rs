@@ -16,7 +16,7 @@
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
 use super::layout::{map_rows, map_rows2, reduce_rows, Params, RowSpec};
-use super::{kern, Float};
+use super::{exp, kern, Float};
 use crate::error::{Error, Result};
 
 /// `1/τ` in the element type, rejecting temperatures whose inverse is not finite there.
@@ -34,6 +34,14 @@ pub(crate) fn inv_temperature<T: Float>(t: f64) -> Result<T> {
         )));
     }
     Ok(T::from_f64(c))
+}
+
+/// `1/τ` when one temperature serves every row (computed once, not per row).
+fn one_temperature<T: Float>(t: &Params<'_>) -> Result<Option<T>> {
+    Ok(match t.0 {
+        [v] => Some(inv_temperature::<T>(*v)?),
+        _ => None,
+    })
 }
 
 fn check_temperature<T: Float>(t: &Params<'_>, n_rows: usize) -> Result<()> {
@@ -82,6 +90,33 @@ fn special_scan<T: Float>(x: &[T]) -> Pass1 {
     }
 }
 
+/// The block's maximum and a lower bound on its elements (−∞ where that bound is not free;
+/// see [`exp::max_min_f32`]).
+#[inline]
+fn block_max_min<T: Float>(x: &[T]) -> (T, T) {
+    if let Some(x) = kern::cast::<T, f32>(x) {
+        let (m, lo) = exp::max_min_f32(x);
+        return (T::from_f64(m as f64), T::from_f64(lo as f64));
+    }
+    (T::k_max(x), T::NEG_INFINITY)
+}
+
+/// `Σ exp((x − m)·c)`, storing the terms in `out` when given; `lo ≤` every element of `x`
+/// lets the float32 kernel skip its clamp.
+#[inline]
+fn block_exp_sum<T: Float>(x: &[T], m: T, c: T, lo: T, out: Option<&mut [T]>) -> f64 {
+    let (m32, c32, lo32) = (m.to_f64() as f32, c.to_f64() as f32, lo.to_f64() as f32);
+    match (kern::cast::<T, f32>(x), out) {
+        (Some(x), Some(o)) => {
+            let o = kern::cast_mut::<T, f32>(o).expect("same element type");
+            exp::exp_store_sum_f32_above(x, m32, c32, lo32, o)
+        }
+        (Some(x), None) => exp::exp_sum_f32_above(x, m32, c32, lo32),
+        (None, Some(o)) => T::k_exp_store_sum(x, m, c, o),
+        (None, None) => T::k_exp_sum(x, m, c),
+    }
+}
+
 /// First pass; when `out` is given, also stores the per-block exponentials there and the block
 /// maxima in `blocks` (−∞ for blocks that are entirely −∞).
 fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f64>) -> Pass1 {
@@ -92,7 +127,7 @@ fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f6
     let cf = c.to_f64();
     let (mut m, mut s) = (f64::NEG_INFINITY, 0.0f64);
     for (k, xb) in x.chunks(T::BLOCK).enumerate() {
-        let bm = T::k_max(xb);
+        let (bm, lo) = block_max_min(xb);
         if !(bm > T::NEG_INFINITY && bm < T::INFINITY) {
             if bm == T::NEG_INFINITY && kern::find_nan(xb).is_none() {
                 if let Some(o) = out.as_deref_mut() {
@@ -103,10 +138,14 @@ fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f6
             }
             return special_scan(x);
         }
-        let bs = match out.as_deref_mut() {
-            Some(o) => T::k_exp_store_sum(xb, bm, c, &mut o[k * T::BLOCK..k * T::BLOCK + xb.len()]),
-            None => T::k_exp_sum(xb, bm, c),
-        };
+        let bs = block_exp_sum(
+            xb,
+            bm,
+            c,
+            lo,
+            out.as_deref_mut()
+                .map(|o| &mut o[k * T::BLOCK..k * T::BLOCK + xb.len()]),
+        );
         let bmf = bm.to_f64();
         if bmf > m {
             s = s * ((m - bmf) * cf).exp() + bs;
@@ -136,7 +175,11 @@ pub fn softmax_row<T: Float>(x: &[T], c: T, out: &mut [T], blocks: &mut Vec<f64>
                 if bm == f64::NEG_INFINITY {
                     continue;
                 }
-                kern::scale(ob, T::from_f64(((bm - m) * cf).exp() / s));
+                let f = ((bm - m) * cf).exp() / s;
+                match kern::cast_mut::<T, f32>(ob) {
+                    Some(o) => exp::scale_f32(o, f as f32),
+                    None => kern::scale(ob, T::from_f64(f)),
+                }
             }
             m * cf + s.ln()
         }
@@ -193,8 +236,12 @@ pub fn softmax<T: Float>(
 ) -> Result<()> {
     let spec = RowSpec::new(x.shape(), axis)?;
     check_temperature::<T>(&temperature, spec.n_rows())?;
+    let one = one_temperature::<T>(&temperature)?;
     map_rows(x, axis, out, threads, |r, xr, o, w| {
-        let c = inv_temperature::<T>(temperature.get(r))?;
+        let c = match one {
+            Some(c) => c,
+            None => inv_temperature::<T>(temperature.get(r))?,
+        };
         softmax_row(xr, c, o, &mut w.f);
         Ok(())
     })
@@ -210,8 +257,12 @@ pub fn log_softmax<T: Float>(
 ) -> Result<()> {
     let spec = RowSpec::new(x.shape(), axis)?;
     check_temperature::<T>(&temperature, spec.n_rows())?;
+    let one = one_temperature::<T>(&temperature)?;
     map_rows(x, axis, out, threads, |r, xr, o, w| {
-        let c = inv_temperature::<T>(temperature.get(r))?;
+        let c = match one {
+            Some(c) => c,
+            None => inv_temperature::<T>(temperature.get(r))?,
+        };
         log_softmax_row(xr, c, o, &mut w.f);
         Ok(())
     })
