@@ -278,6 +278,116 @@ pub fn scale_f32(x: &mut [f32], f: f32) {
     super::kern::scale(x, f)
 }
 
+/// Size of the largest (last-level) data cache in bytes, from CPUID (leaf 4 on Intel,
+/// 0x8000001D on AMD); `None` when the CPU does not say.
+#[cfg(target_arch = "x86_64")]
+// `__cpuid` needs `unsafe` on older compilers within the MSRV range, not on newer ones.
+#[allow(unused_unsafe)]
+fn detect_llc_bytes() -> Option<usize> {
+    let mut best = None;
+    for leaf in [4u32, 0x8000_001D] {
+        // SAFETY: CPUID is available on every x86-64 CPU; an unsupported leaf returns zeros
+        // (checked against the maximum leaf first).
+        let max = unsafe { __cpuid(leaf & 0x8000_0000) }.eax;
+        if max < leaf {
+            continue;
+        }
+        for sub in 0..16 {
+            // SAFETY: as above.
+            let r = unsafe { __cpuid_count(leaf, sub) };
+            let kind = r.eax & 0x1f;
+            if kind == 0 {
+                break;
+            }
+            if kind == 2 {
+                continue; // instruction cache
+            }
+            let ways = ((r.ebx >> 22) & 0x3ff) as usize + 1;
+            let parts = ((r.ebx >> 12) & 0x3ff) as usize + 1;
+            let line = (r.ebx & 0xfff) as usize + 1;
+            let sets = r.ecx as usize + 1;
+            let size = ways * parts * line * sets;
+            best = Some(best.map_or(size, |b: usize| b.max(size)));
+        }
+        if best.is_some() {
+            break;
+        }
+    }
+    best
+}
+
+/// Whether an output of `bytes` bytes should be written with non-temporal stores: only at a
+/// SIMD level, and only when it is at least as large as the last-level cache, where keeping
+/// it cached is impossible anyway (glibc's `memcpy` switches at a fraction of that size).
+pub fn stream_output(bytes: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static LLC: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+        if path() == Path::Scalar {
+            return false;
+        }
+        match *LLC.get_or_init(detect_llc_bytes) {
+            Some(llc) => bytes >= llc.max(1 << 20),
+            None => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = bytes;
+        false
+    }
+}
+
+/// `dst[i] = src[i]·f` (`f` rounded to the element type first, as the in-place scale does)
+/// with non-temporal stores where the SIMD level allows; call [`streaming_done`] after the
+/// last of a batch.
+pub fn scale_into_streaming<T: super::Float>(src: &[T], f: f64, dst: &mut [T]) {
+    assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if path() != Path::Scalar {
+        use super::kern::{cast, cast_mut};
+        let avx512 = path() == Path::Avx512;
+        if let (Some(a), Some(o)) = (cast::<T, f32>(src), cast_mut::<T, f32>(dst)) {
+            // SAFETY: the level was detected at run time (see `max_f32`); equal lengths.
+            unsafe {
+                if avx512 {
+                    avx512::scale_into_stream_f32(a, f as f32, o)
+                } else {
+                    avx2::scale_into_stream_f32(a, f as f32, o)
+                }
+            }
+            return;
+        }
+        if let (Some(a), Some(o)) = (cast::<T, f64>(src), cast_mut::<T, f64>(dst)) {
+            // SAFETY: as above.
+            unsafe {
+                if avx512 {
+                    avx512::scale_into_stream_f64(a, f, o)
+                } else {
+                    avx2::scale_into_stream_f64(a, f, o)
+                }
+            }
+            return;
+        }
+    }
+    let f = T::from_f64(f);
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = v * f;
+    }
+}
+
+/// Orders the non-temporal stores of [`scale_into_streaming`] before any later store (they
+/// are weakly ordered): what another thread sees after synchronising with this one is then
+/// complete.
+#[inline]
+pub fn streaming_done() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SFENCE is part of SSE, which every x86-64 CPU has.
+    unsafe {
+        _mm_sfence()
+    };
+}
+
 /// `out = exp((x − m)·c)`, returns `Σ out` (f64). `out.len()` must equal `x.len()`.
 pub fn exp_store_sum_f32(x: &[f32], m: f32, c: f32, out: &mut [f32]) -> f64 {
     assert_eq!(x.len(), out.len());
@@ -462,6 +572,52 @@ mod avx2 {
             }
         }
         m
+    }
+
+    /// `dst = src·f` with `vmovntps` once `dst` is 32-byte aligned (plain stores before and
+    /// after, and throughout when `dst` is not even 4-byte aligned).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scale_into_stream_f32(src: &[f32], f: f32, dst: &mut [f32]) {
+        let n = src.len();
+        let (p, q) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        if (q as usize) % 4 == 0 {
+            while i < n && (q.add(i) as usize) % 32 != 0 {
+                *q.add(i) = *p.add(i) * f;
+                i += 1;
+            }
+            let vf = _mm256_set1_ps(f);
+            while i + 8 <= n {
+                _mm256_stream_ps(q.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), vf));
+                i += 8;
+            }
+        }
+        while i < n {
+            *q.add(i) = *p.add(i) * f;
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scale_into_stream_f64(src: &[f64], f: f64, dst: &mut [f64]) {
+        let n = src.len();
+        let (p, q) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        if (q as usize) % 8 == 0 {
+            while i < n && (q.add(i) as usize) % 32 != 0 {
+                *q.add(i) = *p.add(i) * f;
+                i += 1;
+            }
+            let vf = _mm256_set1_pd(f);
+            while i + 4 <= n {
+                _mm256_stream_pd(q.add(i), _mm256_mul_pd(_mm256_loadu_pd(p.add(i)), vf));
+                i += 4;
+            }
+        }
+        while i < n {
+            *q.add(i) = *p.add(i) * f;
+            i += 1;
+        }
     }
 
     /// `(x − m)·c`, skipping the multiply when the temperature is 1 (the common case).
@@ -851,6 +1007,58 @@ mod avx512 {
         }
     }
 
+    /// `dst = src·f` with `vmovntps` once `dst` is 64-byte aligned (masked plain stores for
+    /// the head and tail; plain throughout when `dst` is not even 4-byte aligned).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn scale_into_stream_f32(src: &[f32], f: f32, dst: &mut [f32]) {
+        let n = src.len();
+        let (p, q) = (src.as_ptr(), dst.as_mut_ptr());
+        let vf = _mm512_set1_ps(f);
+        let mut i = 0;
+        if (q as usize) % 4 == 0 {
+            i = head_f32(q, n);
+            if i > 0 {
+                let k = mask16(i);
+                _mm512_mask_storeu_ps(q, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p), vf));
+            }
+            while i + 16 <= n {
+                _mm512_stream_ps(q.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), vf));
+                i += 16;
+            }
+        }
+        while i < n {
+            let k = if n - i >= 16 { 0xffff } else { mask16(n - i) };
+            let v = _mm512_maskz_loadu_ps(k, p.add(i));
+            _mm512_mask_storeu_ps(q.add(i), k, _mm512_mul_ps(v, vf));
+            i += 16;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn scale_into_stream_f64(src: &[f64], f: f64, dst: &mut [f64]) {
+        let n = src.len();
+        let (p, q) = (src.as_ptr(), dst.as_mut_ptr());
+        let vf = _mm512_set1_pd(f);
+        let mut i = 0;
+        if (q as usize) % 8 == 0 {
+            i = ((64 - (q as usize) % 64) % 64 / 8).min(n);
+            if i > 0 {
+                let k = mask8(i);
+                _mm512_mask_storeu_pd(q, k, _mm512_mul_pd(_mm512_maskz_loadu_pd(k, p), vf));
+            }
+            while i + 8 <= n {
+                _mm512_stream_pd(q.add(i), _mm512_mul_pd(_mm512_loadu_pd(p.add(i)), vf));
+                i += 8;
+            }
+        }
+        while i < n {
+            let k = if n - i >= 8 { 0xff } else { mask8(n - i) };
+            let v = _mm512_maskz_loadu_pd(k, p.add(i));
+            _mm512_mask_storeu_pd(q.add(i), k, _mm512_mul_pd(v, vf));
+            i += 8;
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn max_f64(x: &[f64]) -> f64 {
         let n = x.len();
@@ -940,13 +1148,10 @@ mod avx512 {
             };
         }
         let mut s0 = _mm512_setzero_pd();
-        // Align the stores (or, without them, the loads); input and output usually share
-        // their offset from a cache line, so both end up aligned.
-        let mut i = if STORE {
-            head_f32(q, n)
-        } else {
-            head_f32(p, n)
-        };
+        // Align the loads: input and output usually share their offset from a cache line, so
+        // both end up aligned, and the split of the sum (so its last bits) depends on the
+        // input's address only, not on where the output goes.
+        let mut i = head_f32(p, n);
         if i > 0 {
             let k = mask16(i);
             // Left-out lanes load `m` (exp(0) = 1) and are dropped from the store and the sum.
@@ -1240,8 +1445,7 @@ mod tests {
                 if !x.is_empty() && needs_clamp(lo, m, c) {
                     continue;
                 }
-                // One output buffer for both (the stores are aligned, so the split of the
-                // sum depends on the output's address).
+                // One output buffer for both (same addresses, same work).
                 let mut o = vec![0f32; n];
                 // SAFETY: AVX-512F detected (checked above); the promise holds (checked above).
                 let s1 = unsafe { avx512::ess_f32(&x, m, c, &mut o, true) };
@@ -1273,6 +1477,64 @@ mod tests {
         let s = exp_store_sum_f32_above(&x, 0.0, 1.0, f32::NEG_INFINITY, &mut o);
         assert_eq!((s, o), (1.0, [1.0, 0.0, 0.0]));
         assert!(exp_sum_f32_above(&x, 0.0, 1.0, f32::NAN) == 1.0);
+    }
+
+    /// The streaming scale of every level against a plain multiply, bit for bit: every length
+    /// to 100, every element offset within a cache line, float32 and float64.
+    #[test]
+    fn streaming_scale_matches_plain() {
+        #[cfg(target_arch = "x86_64")]
+        let levels: Vec<Level> = crate::simd::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let levels: Vec<Level> = vec![Level::Scalar];
+        let src: Vec<f64> = (0..140).map(|i| (i as f64 * 0.731).sin() * 3.0).collect();
+        let src32: Vec<f32> = src.iter().map(|&v| v as f32).collect();
+        let f = 0.123_456_789_f64;
+        for &l in &levels {
+            for n in 0..100 {
+                for off in 0..16 {
+                    let mut d32 = vec![7f32; 140];
+                    let mut d64 = vec![7f64; 140];
+                    let (a32, a64) = (&src32[..n], &src[..n]);
+                    let (o32, o64) = (&mut d32[off..off + n], &mut d64[off..off + n]);
+                    match l {
+                        // SAFETY (both arms): `available()` lists only detected levels.
+                        #[cfg(target_arch = "x86_64")]
+                        Level::Avx512 => unsafe {
+                            avx512::scale_into_stream_f32(a32, f as f32, o32);
+                            avx512::scale_into_stream_f64(a64, f, o64);
+                        },
+                        #[cfg(target_arch = "x86_64")]
+                        Level::Avx2 => unsafe {
+                            avx2::scale_into_stream_f32(a32, f as f32, o32);
+                            avx2::scale_into_stream_f64(a64, f, o64);
+                        },
+                        _ => {
+                            scale_into_streaming(a32, f, o32);
+                            scale_into_streaming(a64, f, o64);
+                        }
+                    }
+                    streaming_done();
+                    for i in 0..140 {
+                        let inside = i >= off && i < off + n;
+                        let w32 = if inside {
+                            src32[i - off] * f as f32
+                        } else {
+                            7.0
+                        };
+                        let w64 = if inside { src[i - off] * f } else { 7.0 };
+                        assert_eq!(d32[i].to_bits(), w32.to_bits(), "{l:?} n={n} off={off}");
+                        assert_eq!(d64[i].to_bits(), w64.to_bits(), "{l:?} n={n} off={off}");
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let llc = detect_llc_bytes();
+            assert!(llc.is_none_or(|b| b >= 1 << 16), "{llc:?}");
+        }
+        assert!(!stream_output(1 << 16));
     }
 
     /// Every SIMD level this CPU has against the scalar kernels: every length up to 300 (all
