@@ -1,4 +1,5 @@
-//! Vectorised `exp` on (−∞, 0] and the three softmax inner loops built on it.
+//! Vectorised `exp` on (−∞, 0] and the softmax inner loops built on it (max, max+min,
+//! exp-store-sum, exp-sum, scale, streaming scale).
 //!
 //! `exp(x) = 2ⁿ · p(r)` with `n = round(x / ln 2)` and `r = x − n·ln 2` in two pieces
 //! (Cody–Waite, so that `r` keeps its low bits), `p` a polynomial on `|r| ≤ ln2/2` and `2ⁿ`
@@ -9,14 +10,64 @@
 //! Only arguments ≤ 0 occur in softmax (`x − max`). float32 clamps at −88, which rounds to
 //! `n = −127` whose `2ⁿ` bit pattern is +0.0, so results below about 2⁻¹²⁶·0.7 are exactly 0;
 //! float64 compares and masks below the smallest normal result. Either way `exp(−∞) = 0`,
-//! which masking relies on, and subnormal results are (mostly) flushed to zero. NaN propagates (the 2ⁿ factor multiplies, it is not added into
-//! the exponent bits of a possibly-NaN value).
+//! which masking relies on, and subnormal results are (mostly) flushed to zero. NaN
+//! propagates (the 2ⁿ factor multiplies, it is not added into the exponent bits of a
+//! possibly-NaN value). When a block's minimum is known to give arguments ≥ [`EXP_NO_CLAMP`]
+//! the AVX-512 float32 kernel drops the clamp and applies `2ⁿ` with `vscalefps`: same bits.
 //!
-//! The scalar versions evaluate the same polynomial without FMA, so forced-scalar and AVX2 runs
-//! agree to about one ulp.
+//! Levels: scalar, AVX2+FMA (8/4 lanes, scalar tails) and AVX-512F (16/8 lanes, masked heads
+//! and tails; main loops aligned to the input's cache lines). The scalar versions evaluate the
+//! same polynomial without FMA, so forced-scalar and SIMD runs agree to about one ulp; the
+//! tests call every detected level's kernels directly against the scalar ones.
 //!
-//! Performance notes (2-core AMD EPYC VM under load from other jobs, AVX2, no AVX-512; LTO
-//! wheel, `benches/compare.py --engine softmax`, float32, `out=` reused so no page faults):
+//! Performance notes, Intel Sapphire Rapids (2-vCPU KVM VM with AVX-512, reporting a 260 MiB
+//! L3, shared with other jobs: the second vCPU was busy during most measurements); LTO wheel,
+//! float32, one thread, `benches/compare.py --engine softmax` (ratios are throughput relative
+//! to `np.copyto` of the same array, measured side by side in one process):
+//!
+//! | case                   | before (AVX2 kernels) | after (AVX-512)             |
+//! |------------------------|-----------------------|-----------------------------|
+//! | 4096×1024 plain / out= | 0.56 / 0.44           | 0.74 / 0.61 (machine loaded) |
+//! | 64×65536 plain / out=  | 0.39 / 0.36           | 0.63 / 0.62 (machine loaded) |
+//! | 8×262144 plain / out=  | 0.49 / 0.49           | 0.61 / 0.61 (machine loaded) |
+//!
+//! (Final figures of this branch: see its last commit message / the report; the table is
+//! filled from one full run.) What each step gave, A/B in one process:
+//! * AVX-512 versions of the AVX2 kernels (same algorithm and constants): 4096×1024 out=
+//!   0.45 → 0.66 of `np.copyto`, 64×65536 0.49 → 0.54, 8×262144 0.47 → 0.63. In L1 the
+//!   exp-store-sum pass went from 0.35 to 0.25 ns/element, the max pass from 0.040 to 0.028.
+//! * Prefetch: the input 8 KiB ahead instead of 4 KiB (a 1024-wide array's row after next;
+//!   the next 2048-element block of a long row, which 4 KiB only half covered) and the output
+//!   4 KiB ahead *for writing* (`prefetchw`): the stores had been waiting in the store buffer
+//!   for their read-for-ownership, and the in-place scale pass behind them (perf showed the
+//!   samples piled on the stores). Together ≈ +0.10 on all three shapes (e.g. 64×65536 out=
+//!   0.55 → 0.68); distances 4–16 KiB and the T1/T2 hints measured the same.
+//! * Measured compute in cache after that: ~0.38 ns/element for a 1024-wide row (ess 0.21,
+//!   max 0.05, scale 0.07, map overhead 0.04) against ~0.3 ns/element for `np.copyto` from
+//!   memory — compute-bound, so the rest cut instructions:
+//!   - per-row overhead in `layout.rs` (two integer divisions per row and array for the row
+//!     offset, now one multiply when the outer axes collapse; `1/τ` once per call): the
+//!     full-call overhead over bare rows went from ~0.036 to ~0.01 ns/element;
+//!   - a max+min pass (the min rides along in the load-bound max loop) lets the exp kernel
+//!     skip its clamp and use `vscalefps` (two of ~16 vector instructions), and the float32
+//!     partial sums now cover 8 vectors before widening to f64: exp-store-sum 0.382 →
+//!     0.364 ns/element;
+//!   - numpy's large arrays start 16 bytes past a cache line, so every 64-byte access was a
+//!     split: a masked head step aligns the main loops (max pass 0.056 → 0.034, exp pass
+//!     ~5%, whole row 0.31 → 0.29 ns/element).
+//! * Outputs at least as large as the last-level cache (CPUID) are written with
+//!   non-temporal stores from an L1 scratch row (`softmax.rs`): read + write per element
+//!   instead of read + read-for-ownership + write, as glibc's `memcpy` does (and so the
+//!   `np.copyto` reference) at such sizes. 512 MiB, one thread: 124 → 113 ms in the one
+//!   quiet-ish A/B; the machine was too loaded to measure the two-thread effect reliably.
+//! * Tried and left: the exps into an L1 scratch row and a separate scale-into-output pass for
+//!   cached outputs (no better: the output's RFO moves, it does not go away); `vscalefps` for
+//!   the clamped kernel too (gives subnormals for n = −127 where scalar gives 0).
+//!   `perf` (cpu-clock only, no hardware counters in this VM) and in-process A/B with
+//!   `set_simd_level` were the tools; with the second vCPU busy, thread CPU time
+//!   (`time.thread_time`) of single calls, min over many, was the only stable measure.
+//!
+//! Older notes (2-core AMD EPYC VM, AVX2 only; kept for the AVX2 path, which is unchanged):
 //! * softmax was compute-bound (~1.3–1.5 ns/element with the rows in L1). The vector `exp`
 //!   now rounds with the 1.5·2²³ (+bias) trick — one FMA + one subtract instead of
 //!   mul + round + convert + add, and the shifted bits of the FMA result are 2ⁿ directly —
@@ -1504,6 +1555,7 @@ mod tests {
                             avx512::scale_into_stream_f32(a32, f as f32, o32);
                             avx512::scale_into_stream_f64(a64, f, o64);
                         },
+                        // SAFETY: as above.
                         #[cfg(target_arch = "x86_64")]
                         Level::Avx2 => unsafe {
                             avx2::scale_into_stream_f32(a32, f as f32, o32);
