@@ -1488,7 +1488,8 @@ mod tests {
                     })
                     .map(|v| v.min(m))
                     .collect();
-                let (mx, lo) = max_min_f32(&x);
+                // SAFETY: AVX-512F detected (checked above).
+                let (mx, lo) = unsafe { avx512::max_min_f32(&x) };
                 assert_eq!(mx, max_f32_scalar(&x));
                 let want_lo = x.iter().cloned().fold(f32::INFINITY, f32::min);
                 assert_eq!(lo, want_lo, "n={n}");
@@ -1517,9 +1518,14 @@ mod tests {
                 };
                 assert_eq!(s3.to_bits(), s5.to_bits());
                 assert!((s3 - s1).abs() <= 1e-6 * s1);
-                let s4 = exp_store_sum_f32_above(&x, m, c, lo, &mut o);
-                assert_eq!(s4.to_bits(), s1.to_bits());
-                assert_eq!(exp_sum_f32_above(&x, m, c, lo).to_bits(), s5.to_bits());
+                // The public entry points, when the level in use is AVX-512 (it may be capped
+                // by PROBCRAFT_SIMD; they then take another, tested, path).
+                if path() == Path::Avx512 {
+                    assert_eq!(max_min_f32(&x), (mx, lo));
+                    let s4 = exp_store_sum_f32_above(&x, m, c, lo, &mut o);
+                    assert_eq!(s4.to_bits(), s1.to_bits());
+                    assert_eq!(exp_sum_f32_above(&x, m, c, lo).to_bits(), s5.to_bits());
+                }
             }
         }
         // A bound below the edge (or NaN) keeps the clamp: −∞ still gives exactly 0.
