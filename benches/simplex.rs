@@ -49,6 +49,17 @@ fn bench(c: &mut Criterion) {
         }
     }
     g.finish();
+    // float64 (the AVX-512 kernel has its own 8-lane path) on the first shape.
+    let mut g = c.benchmark_group("simplex_f64");
+    let x = data(4096, 1024).mapv(|v| v as f64);
+    let mut out = x.clone();
+    g.throughput(Throughput::Bytes((4096 * 1024 * 8) as u64));
+    g.bench_with_input(BenchmarkId::new("softmax", "4096x1024"), &x, |b, x| {
+        b.iter(|| {
+            softmax::softmax(&x.view(), 1, Params::ONE, &mut out.view_mut(), Some(1)).unwrap()
+        })
+    });
+    g.finish();
 }
 
 criterion_group! {

@@ -1,4 +1,5 @@
-//! Vectorised `exp` on (−∞, 0] and the three softmax inner loops built on it.
+//! Vectorised `exp` on (−∞, 0] and the softmax inner loops built on it (max, max+min,
+//! exp-store-sum, exp-sum, scale, streaming scale).
 //!
 //! `exp(x) = 2ⁿ · p(r)` with `n = round(x / ln 2)` and `r = x − n·ln 2` in two pieces
 //! (Cody–Waite, so that `r` keeps its low bits), `p` a polynomial on `|r| ≤ ln2/2` and `2ⁿ`
@@ -9,14 +10,64 @@
 //! Only arguments ≤ 0 occur in softmax (`x − max`). float32 clamps at −88, which rounds to
 //! `n = −127` whose `2ⁿ` bit pattern is +0.0, so results below about 2⁻¹²⁶·0.7 are exactly 0;
 //! float64 compares and masks below the smallest normal result. Either way `exp(−∞) = 0`,
-//! which masking relies on, and subnormal results are (mostly) flushed to zero. NaN propagates (the 2ⁿ factor multiplies, it is not added into
-//! the exponent bits of a possibly-NaN value).
+//! which masking relies on, and subnormal results are (mostly) flushed to zero. NaN
+//! propagates (the 2ⁿ factor multiplies, it is not added into the exponent bits of a
+//! possibly-NaN value). When a block's minimum is known to give arguments ≥ [`EXP_NO_CLAMP`]
+//! the AVX-512 float32 kernel drops the clamp and applies `2ⁿ` with `vscalefps`: same bits.
 //!
-//! The scalar versions evaluate the same polynomial without FMA, so forced-scalar and AVX2 runs
-//! agree to about one ulp.
+//! Levels: scalar, AVX2+FMA (8/4 lanes, scalar tails) and AVX-512F (16/8 lanes, masked heads
+//! and tails; main loops aligned to the input's cache lines). The scalar versions evaluate the
+//! same polynomial without FMA, so forced-scalar and SIMD runs agree to about one ulp; the
+//! tests call every detected level's kernels directly against the scalar ones.
 //!
-//! Performance notes (2-core AMD EPYC VM under load from other jobs, AVX2, no AVX-512; LTO
-//! wheel, `benches/compare.py --engine softmax`, float32, `out=` reused so no page faults):
+//! Performance notes, Intel Sapphire Rapids (2-vCPU KVM VM with AVX-512, reporting a 260 MiB
+//! L3, shared with other jobs: the second vCPU was busy during most measurements); LTO wheel,
+//! float32, one thread, `benches/compare.py --engine softmax` (ratios are throughput relative
+//! to `np.copyto` of the same array, measured side by side in one process):
+//!
+//! | case                   | before (AVX2 kernels) | after (AVX-512)             |
+//! |------------------------|-----------------------|-----------------------------|
+//! | 4096×1024 plain / out= | 0.56 / 0.44           | 0.74 / 0.61 (machine loaded) |
+//! | 64×65536 plain / out=  | 0.39 / 0.36           | 0.63 / 0.62 (machine loaded) |
+//! | 8×262144 plain / out=  | 0.49 / 0.49           | 0.61 / 0.61 (machine loaded) |
+//!
+//! (Final figures of this branch: see its last commit message / the report; the table is
+//! filled from one full run.) What each step gave, A/B in one process:
+//! * AVX-512 versions of the AVX2 kernels (same algorithm and constants): 4096×1024 out=
+//!   0.45 → 0.66 of `np.copyto`, 64×65536 0.49 → 0.54, 8×262144 0.47 → 0.63. In L1 the
+//!   exp-store-sum pass went from 0.35 to 0.25 ns/element, the max pass from 0.040 to 0.028.
+//! * Prefetch: the input 8 KiB ahead instead of 4 KiB (a 1024-wide array's row after next;
+//!   the next 2048-element block of a long row, which 4 KiB only half covered) and the output
+//!   4 KiB ahead *for writing* (`prefetchw`): the stores had been waiting in the store buffer
+//!   for their read-for-ownership, and the in-place scale pass behind them (perf showed the
+//!   samples piled on the stores). Together ≈ +0.10 on all three shapes (e.g. 64×65536 out=
+//!   0.55 → 0.68); distances 4–16 KiB and the T1/T2 hints measured the same.
+//! * Measured compute in cache after that: ~0.38 ns/element for a 1024-wide row (ess 0.21,
+//!   max 0.05, scale 0.07, map overhead 0.04) against ~0.3 ns/element for `np.copyto` from
+//!   memory — compute-bound, so the rest cut instructions:
+//!   - per-row overhead in `layout.rs` (two integer divisions per row and array for the row
+//!     offset, now one multiply when the outer axes collapse; `1/τ` once per call): the
+//!     full-call overhead over bare rows went from ~0.036 to ~0.01 ns/element;
+//!   - a max+min pass (the min rides along in the load-bound max loop) lets the exp kernel
+//!     skip its clamp and use `vscalefps` (two of ~16 vector instructions), and the float32
+//!     partial sums now cover 8 vectors before widening to f64: exp-store-sum 0.382 →
+//!     0.364 ns/element;
+//!   - numpy's large arrays start 16 bytes past a cache line, so every 64-byte access was a
+//!     split: a masked head step aligns the main loops (max pass 0.056 → 0.034, exp pass
+//!     ~5%, whole row 0.31 → 0.29 ns/element).
+//! * Outputs at least as large as the last-level cache (CPUID) are written with
+//!   non-temporal stores from an L1 scratch row (`softmax.rs`): read + write per element
+//!   instead of read + read-for-ownership + write, as glibc's `memcpy` does (and so the
+//!   `np.copyto` reference) at such sizes. 512 MiB, one thread: 124 → 113 ms in the one
+//!   quiet-ish A/B; the machine was too loaded to measure the two-thread effect reliably.
+//! * Tried and left: the exps into an L1 scratch row and a separate scale-into-output pass for
+//!   cached outputs (no better: the output's RFO moves, it does not go away); `vscalefps` for
+//!   the clamped kernel too (gives subnormals for n = −127 where scalar gives 0).
+//!   `perf` (cpu-clock only, no hardware counters in this VM) and in-process A/B with
+//!   `set_simd_level` were the tools; with the second vCPU busy, thread CPU time
+//!   (`time.thread_time`) of single calls, min over many, was the only stable measure.
+//!
+//! Older notes (2-core AMD EPYC VM, AVX2 only; kept for the AVX2 path, which is unchanged):
 //! * softmax was compute-bound (~1.3–1.5 ns/element with the rows in L1). The vector `exp`
 //!   now rounds with the 1.5·2²³ (+bias) trick — one FMA + one subtract instead of
 //!   mul + round + convert + add, and the shifted bits of the FMA result are 2ⁿ directly —
@@ -278,6 +329,116 @@ pub fn scale_f32(x: &mut [f32], f: f32) {
     super::kern::scale(x, f)
 }
 
+/// Size of the largest (last-level) data cache in bytes, from CPUID (leaf 4 on Intel,
+/// 0x8000001D on AMD); `None` when the CPU does not say.
+#[cfg(target_arch = "x86_64")]
+// `__cpuid` needs `unsafe` on older compilers within the MSRV range, not on newer ones.
+#[allow(unused_unsafe)]
+fn detect_llc_bytes() -> Option<usize> {
+    let mut best = None;
+    for leaf in [4u32, 0x8000_001D] {
+        // SAFETY: CPUID is available on every x86-64 CPU; an unsupported leaf returns zeros
+        // (checked against the maximum leaf first).
+        let max = unsafe { __cpuid(leaf & 0x8000_0000) }.eax;
+        if max < leaf {
+            continue;
+        }
+        for sub in 0..16 {
+            // SAFETY: as above.
+            let r = unsafe { __cpuid_count(leaf, sub) };
+            let kind = r.eax & 0x1f;
+            if kind == 0 {
+                break;
+            }
+            if kind == 2 {
+                continue; // instruction cache
+            }
+            let ways = ((r.ebx >> 22) & 0x3ff) as usize + 1;
+            let parts = ((r.ebx >> 12) & 0x3ff) as usize + 1;
+            let line = (r.ebx & 0xfff) as usize + 1;
+            let sets = r.ecx as usize + 1;
+            let size = ways * parts * line * sets;
+            best = Some(best.map_or(size, |b: usize| b.max(size)));
+        }
+        if best.is_some() {
+            break;
+        }
+    }
+    best
+}
+
+/// Whether an output of `bytes` bytes should be written with non-temporal stores: only at a
+/// SIMD level, and only when it is at least as large as the last-level cache, where keeping
+/// it cached is impossible anyway (glibc's `memcpy` switches at a fraction of that size).
+pub fn stream_output(bytes: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static LLC: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+        if path() == Path::Scalar {
+            return false;
+        }
+        match *LLC.get_or_init(detect_llc_bytes) {
+            Some(llc) => bytes >= llc.max(1 << 20),
+            None => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = bytes;
+        false
+    }
+}
+
+/// `dst[i] = src[i]·f` (`f` rounded to the element type first, as the in-place scale does)
+/// with non-temporal stores where the SIMD level allows; call [`streaming_done`] after the
+/// last of a batch.
+pub fn scale_into_streaming<T: super::Float>(src: &[T], f: f64, dst: &mut [T]) {
+    assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if path() != Path::Scalar {
+        use super::kern::{cast, cast_mut};
+        let avx512 = path() == Path::Avx512;
+        if let (Some(a), Some(o)) = (cast::<T, f32>(src), cast_mut::<T, f32>(dst)) {
+            // SAFETY: the level was detected at run time (see `max_f32`); equal lengths.
+            unsafe {
+                if avx512 {
+                    avx512::scale_into_stream_f32(a, f as f32, o)
+                } else {
+                    avx2::scale_into_stream_f32(a, f as f32, o)
+                }
+            }
+            return;
+        }
+        if let (Some(a), Some(o)) = (cast::<T, f64>(src), cast_mut::<T, f64>(dst)) {
+            // SAFETY: as above.
+            unsafe {
+                if avx512 {
+                    avx512::scale_into_stream_f64(a, f, o)
+                } else {
+                    avx2::scale_into_stream_f64(a, f, o)
+                }
+            }
+            return;
+        }
+    }
+    let f = T::from_f64(f);
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = v * f;
+    }
+}
+
+/// Orders the non-temporal stores of [`scale_into_streaming`] before any later store (they
+/// are weakly ordered): what another thread sees after synchronising with this one is then
+/// complete.
+#[inline]
+pub fn streaming_done() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SFENCE is part of SSE, which every x86-64 CPU has.
+    unsafe {
+        _mm_sfence()
+    };
+}
+
 /// `out = exp((x − m)·c)`, returns `Σ out` (f64). `out.len()` must equal `x.len()`.
 pub fn exp_store_sum_f32(x: &[f32], m: f32, c: f32, out: &mut [f32]) -> f64 {
     assert_eq!(x.len(), out.len());
@@ -462,6 +623,52 @@ mod avx2 {
             }
         }
         m
+    }
+
+    /// `dst = src·f` with `vmovntps` once `dst` is 32-byte aligned (plain stores before and
+    /// after, and throughout when `dst` is not even 4-byte aligned).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scale_into_stream_f32(src: &[f32], f: f32, dst: &mut [f32]) {
+        let n = src.len();
+        let (p, q) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        if (q as usize) % 4 == 0 {
+            while i < n && (q.add(i) as usize) % 32 != 0 {
+                *q.add(i) = *p.add(i) * f;
+                i += 1;
+            }
+            let vf = _mm256_set1_ps(f);
+            while i + 8 <= n {
+                _mm256_stream_ps(q.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), vf));
+                i += 8;
+            }
+        }
+        while i < n {
+            *q.add(i) = *p.add(i) * f;
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scale_into_stream_f64(src: &[f64], f: f64, dst: &mut [f64]) {
+        let n = src.len();
+        let (p, q) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        if (q as usize) % 8 == 0 {
+            while i < n && (q.add(i) as usize) % 32 != 0 {
+                *q.add(i) = *p.add(i) * f;
+                i += 1;
+            }
+            let vf = _mm256_set1_pd(f);
+            while i + 4 <= n {
+                _mm256_stream_pd(q.add(i), _mm256_mul_pd(_mm256_loadu_pd(p.add(i)), vf));
+                i += 4;
+            }
+        }
+        while i < n {
+            *q.add(i) = *p.add(i) * f;
+            i += 1;
+        }
     }
 
     /// `(x − m)·c`, skipping the multiply when the temperature is 1 (the common case).
@@ -851,6 +1058,58 @@ mod avx512 {
         }
     }
 
+    /// `dst = src·f` with `vmovntps` once `dst` is 64-byte aligned (masked plain stores for
+    /// the head and tail; plain throughout when `dst` is not even 4-byte aligned).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn scale_into_stream_f32(src: &[f32], f: f32, dst: &mut [f32]) {
+        let n = src.len();
+        let (p, q) = (src.as_ptr(), dst.as_mut_ptr());
+        let vf = _mm512_set1_ps(f);
+        let mut i = 0;
+        if (q as usize) % 4 == 0 {
+            i = head_f32(q, n);
+            if i > 0 {
+                let k = mask16(i);
+                _mm512_mask_storeu_ps(q, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p), vf));
+            }
+            while i + 16 <= n {
+                _mm512_stream_ps(q.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), vf));
+                i += 16;
+            }
+        }
+        while i < n {
+            let k = if n - i >= 16 { 0xffff } else { mask16(n - i) };
+            let v = _mm512_maskz_loadu_ps(k, p.add(i));
+            _mm512_mask_storeu_ps(q.add(i), k, _mm512_mul_ps(v, vf));
+            i += 16;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn scale_into_stream_f64(src: &[f64], f: f64, dst: &mut [f64]) {
+        let n = src.len();
+        let (p, q) = (src.as_ptr(), dst.as_mut_ptr());
+        let vf = _mm512_set1_pd(f);
+        let mut i = 0;
+        if (q as usize) % 8 == 0 {
+            i = ((64 - (q as usize) % 64) % 64 / 8).min(n);
+            if i > 0 {
+                let k = mask8(i);
+                _mm512_mask_storeu_pd(q, k, _mm512_mul_pd(_mm512_maskz_loadu_pd(k, p), vf));
+            }
+            while i + 8 <= n {
+                _mm512_stream_pd(q.add(i), _mm512_mul_pd(_mm512_loadu_pd(p.add(i)), vf));
+                i += 8;
+            }
+        }
+        while i < n {
+            let k = if n - i >= 8 { 0xff } else { mask8(n - i) };
+            let v = _mm512_maskz_loadu_pd(k, p.add(i));
+            _mm512_mask_storeu_pd(q.add(i), k, _mm512_mul_pd(v, vf));
+            i += 8;
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn max_f64(x: &[f64]) -> f64 {
         let n = x.len();
@@ -940,13 +1199,10 @@ mod avx512 {
             };
         }
         let mut s0 = _mm512_setzero_pd();
-        // Align the stores (or, without them, the loads); input and output usually share
-        // their offset from a cache line, so both end up aligned.
-        let mut i = if STORE {
-            head_f32(q, n)
-        } else {
-            head_f32(p, n)
-        };
+        // Align the loads: input and output usually share their offset from a cache line, so
+        // both end up aligned, and the split of the sum (so its last bits) depends on the
+        // input's address only, not on where the output goes.
+        let mut i = head_f32(p, n);
         if i > 0 {
             let k = mask16(i);
             // Left-out lanes load `m` (exp(0) = 1) and are dropped from the store and the sum.
@@ -1232,7 +1488,8 @@ mod tests {
                     })
                     .map(|v| v.min(m))
                     .collect();
-                let (mx, lo) = max_min_f32(&x);
+                // SAFETY: AVX-512F detected (checked above).
+                let (mx, lo) = unsafe { avx512::max_min_f32(&x) };
                 assert_eq!(mx, max_f32_scalar(&x));
                 let want_lo = x.iter().cloned().fold(f32::INFINITY, f32::min);
                 assert_eq!(lo, want_lo, "n={n}");
@@ -1240,8 +1497,7 @@ mod tests {
                 if !x.is_empty() && needs_clamp(lo, m, c) {
                     continue;
                 }
-                // One output buffer for both (the stores are aligned, so the split of the
-                // sum depends on the output's address).
+                // One output buffer for both (same addresses, same work).
                 let mut o = vec![0f32; n];
                 // SAFETY: AVX-512F detected (checked above); the promise holds (checked above).
                 let s1 = unsafe { avx512::ess_f32(&x, m, c, &mut o, true) };
@@ -1262,9 +1518,14 @@ mod tests {
                 };
                 assert_eq!(s3.to_bits(), s5.to_bits());
                 assert!((s3 - s1).abs() <= 1e-6 * s1);
-                let s4 = exp_store_sum_f32_above(&x, m, c, lo, &mut o);
-                assert_eq!(s4.to_bits(), s1.to_bits());
-                assert_eq!(exp_sum_f32_above(&x, m, c, lo).to_bits(), s5.to_bits());
+                // The public entry points, when the level in use is AVX-512 (it may be capped
+                // by PROBCRAFT_SIMD; they then take another, tested, path).
+                if path() == Path::Avx512 {
+                    assert_eq!(max_min_f32(&x), (mx, lo));
+                    let s4 = exp_store_sum_f32_above(&x, m, c, lo, &mut o);
+                    assert_eq!(s4.to_bits(), s1.to_bits());
+                    assert_eq!(exp_sum_f32_above(&x, m, c, lo).to_bits(), s5.to_bits());
+                }
             }
         }
         // A bound below the edge (or NaN) keeps the clamp: −∞ still gives exactly 0.
@@ -1273,6 +1534,65 @@ mod tests {
         let s = exp_store_sum_f32_above(&x, 0.0, 1.0, f32::NEG_INFINITY, &mut o);
         assert_eq!((s, o), (1.0, [1.0, 0.0, 0.0]));
         assert!(exp_sum_f32_above(&x, 0.0, 1.0, f32::NAN) == 1.0);
+    }
+
+    /// The streaming scale of every level against a plain multiply, bit for bit: every length
+    /// to 100, every element offset within a cache line, float32 and float64.
+    #[test]
+    fn streaming_scale_matches_plain() {
+        #[cfg(target_arch = "x86_64")]
+        let levels: Vec<Level> = crate::simd::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let levels: Vec<Level> = vec![Level::Scalar];
+        let src: Vec<f64> = (0..140).map(|i| (i as f64 * 0.731).sin() * 3.0).collect();
+        let src32: Vec<f32> = src.iter().map(|&v| v as f32).collect();
+        let f = 0.123_456_789_f64;
+        for &l in &levels {
+            for n in 0..100 {
+                for off in 0..16 {
+                    let mut d32 = vec![7f32; 140];
+                    let mut d64 = vec![7f64; 140];
+                    let (a32, a64) = (&src32[..n], &src[..n]);
+                    let (o32, o64) = (&mut d32[off..off + n], &mut d64[off..off + n]);
+                    match l {
+                        // SAFETY (both arms): `available()` lists only detected levels.
+                        #[cfg(target_arch = "x86_64")]
+                        Level::Avx512 => unsafe {
+                            avx512::scale_into_stream_f32(a32, f as f32, o32);
+                            avx512::scale_into_stream_f64(a64, f, o64);
+                        },
+                        // SAFETY: as above.
+                        #[cfg(target_arch = "x86_64")]
+                        Level::Avx2 => unsafe {
+                            avx2::scale_into_stream_f32(a32, f as f32, o32);
+                            avx2::scale_into_stream_f64(a64, f, o64);
+                        },
+                        _ => {
+                            scale_into_streaming(a32, f, o32);
+                            scale_into_streaming(a64, f, o64);
+                        }
+                    }
+                    streaming_done();
+                    for i in 0..140 {
+                        let inside = i >= off && i < off + n;
+                        let w32 = if inside {
+                            src32[i - off] * f as f32
+                        } else {
+                            7.0
+                        };
+                        let w64 = if inside { src[i - off] * f } else { 7.0 };
+                        assert_eq!(d32[i].to_bits(), w32.to_bits(), "{l:?} n={n} off={off}");
+                        assert_eq!(d64[i].to_bits(), w64.to_bits(), "{l:?} n={n} off={off}");
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let llc = detect_llc_bytes();
+            assert!(llc.is_none_or(|b| b >= 1 << 16), "{llc:?}");
+        }
+        assert!(!stream_output(1 << 16));
     }
 
     /// Every SIMD level this CPU has against the scalar kernels: every length up to 300 (all

@@ -167,8 +167,7 @@ fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f6
 /// Softmax of one row: `out = exp((x − max)·c) / Σ`. `blocks` is scratch. Returns
 /// `log Σ exp(x·c)` (for the losses).
 pub fn softmax_row<T: Float>(x: &[T], c: T, out: &mut [T], blocks: &mut Vec<f64>) -> f64 {
-    match pass1(x, c, Some(out), blocks) {
-        Pass1::Empty => f64::NEG_INFINITY,
+    match pass1(x, c, Some(&mut *out), blocks) {
         Pass1::Normal { m, s } => {
             let cf = c.to_f64();
             for (ob, &bm) in out.chunks_mut(T::BLOCK).zip(blocks.iter()) {
@@ -183,6 +182,58 @@ pub fn softmax_row<T: Float>(x: &[T], c: T, out: &mut [T], blocks: &mut Vec<f64>
             }
             m * cf + s.ln()
         }
+        p => special_row(p, x, out),
+    }
+}
+
+/// [`softmax_row`] for outputs much larger than the last-level cache: the exponentials go to
+/// `scratch` (which stays in L1/L2) and the final pass writes `out` with non-temporal stores,
+/// so its lines are neither read for ownership nor left to evict the input. Memory traffic
+/// per element drops from read + read-for-ownership + write to read + write. Same results
+/// as [`softmax_row`].
+pub fn softmax_row_streaming<T: Float>(
+    x: &[T],
+    c: T,
+    out: &mut [T],
+    blocks: &mut Vec<f64>,
+    scratch: &mut Vec<T>,
+) -> f64 {
+    // The scratch row starts at the input's offset from a cache line, so that the aligned
+    // kernels align its stores too.
+    let line = 64 / std::mem::size_of::<T>();
+    scratch.clear();
+    scratch.resize(x.len() + line, T::ZERO);
+    let want = (x.as_ptr() as usize % 64) / std::mem::size_of::<T>();
+    let have = (scratch.as_ptr() as usize % 64) / std::mem::size_of::<T>();
+    let start = (want + line - have) % line;
+    let scratch = &mut scratch[start..start + x.len()];
+    match pass1(x, c, Some(&mut *scratch), blocks) {
+        Pass1::Normal { m, s } => {
+            let cf = c.to_f64();
+            for ((ob, sb), &bm) in out
+                .chunks_mut(T::BLOCK)
+                .zip(scratch.chunks(T::BLOCK))
+                .zip(blocks.iter())
+            {
+                // A block of −∞ was zeroed in `scratch` by the first pass: copy it too.
+                let f = if bm == f64::NEG_INFINITY {
+                    0.0
+                } else {
+                    ((bm - m) * cf).exp() / s
+                };
+                exp::scale_into_streaming(sb, f, ob);
+            }
+            exp::streaming_done();
+            m * cf + s.ln()
+        }
+        p => special_row(p, x, out),
+    }
+}
+
+/// The rows [`pass1`] does not finish normally: written directly.
+fn special_row<T: Float>(p: Pass1, x: &[T], out: &mut [T]) -> f64 {
+    match p {
+        Pass1::Empty => f64::NEG_INFINITY,
         Pass1::PosInf { count } => {
             let share = T::from_f64(1.0 / count as f64);
             for (o, &v) in out.iter_mut().zip(x) {
@@ -194,7 +245,7 @@ pub fn softmax_row<T: Float>(x: &[T], c: T, out: &mut [T], blocks: &mut Vec<f64>
             out.fill(T::NAN);
             f64::NEG_INFINITY
         }
-        Pass1::Nan => {
+        Pass1::Nan | Pass1::Normal { .. } => {
             out.fill(T::NAN);
             f64::NAN
         }
@@ -237,12 +288,17 @@ pub fn softmax<T: Float>(
     let spec = RowSpec::new(x.shape(), axis)?;
     check_temperature::<T>(&temperature, spec.n_rows())?;
     let one = one_temperature::<T>(&temperature)?;
+    let streaming = exp::stream_output(x.len() * std::mem::size_of::<T>());
     map_rows(x, axis, out, threads, |r, xr, o, w| {
         let c = match one {
             Some(c) => c,
             None => inv_temperature::<T>(temperature.get(r))?,
         };
-        softmax_row(xr, c, o, &mut w.f);
+        if streaming {
+            softmax_row_streaming(xr, c, o, &mut w.f, &mut w.c);
+        } else {
+            softmax_row(xr, c, o, &mut w.f);
+        }
         Ok(())
     })
 }
@@ -385,6 +441,57 @@ mod tests {
             let lse = logsumexp_row(&x, &mut blocks);
             let direct = x.iter().map(|v| v.exp()).sum::<f64>().ln();
             assert!((lse - direct).abs() < 1e-12);
+        }
+    }
+
+    /// The streaming variant gives the same bits as the in-place one (any level), including
+    /// blocks of −∞, special rows and outputs at every offset within a cache line.
+    #[test]
+    fn streaming_rows_match() {
+        fn check<T: Float>(x: &[T], c: T) {
+            let n = x.len();
+            let (mut b, mut scratch) = (Vec::new(), Vec::new());
+            let mut want = vec![T::ZERO; n];
+            let lw = softmax_row(x, c, &mut want, &mut b);
+            for off in [0usize, 1, 3, 8, 15] {
+                let mut buf = vec![T::ONE; n + 16];
+                let got = &mut buf[off..off + n];
+                let lg = softmax_row_streaming(x, c, got, &mut b, &mut scratch);
+                assert!(lg.to_bits() == lw.to_bits() || (lg.is_nan() && lw.is_nan()));
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        g.to_f64().to_bits() == w.to_f64().to_bits() || (g.is_nan() && w.is_nan())
+                    );
+                }
+                assert!(buf[..off]
+                    .iter()
+                    .chain(&buf[off + n..])
+                    .all(|&v| v == T::ONE));
+            }
+        }
+        for n in [0usize, 1, 7, 100, 1024, 2048, 2049, 5000] {
+            let x: Vec<f64> = (0..n)
+                .map(|i| ((i * 7919) % 113) as f64 * 0.37 - 20.0)
+                .collect();
+            let mut xi = x.clone();
+            if n > 2500 {
+                xi[..2048].fill(f64::NEG_INFINITY); // a whole block of −∞
+            }
+            for v in [&x, &xi] {
+                check::<f64>(v, 1.0);
+                check::<f64>(v, 0.3);
+                let v32: Vec<f32> = v.iter().map(|&a| a as f32).collect();
+                check::<f32>(&v32, 1.0);
+                check::<f32>(&v32, 2.5);
+            }
+            if n > 0 {
+                let mut s = x.clone();
+                s[n / 2] = f64::INFINITY;
+                check::<f64>(&s, 1.0);
+                s[0] = f64::NAN;
+                check::<f64>(&s, 1.0);
+                check::<f64>(&vec![f64::NEG_INFINITY; n], 1.0);
+            }
         }
     }
 

@@ -111,7 +111,7 @@ fn select_bounded<T: Float>(
     #[cfg(target_arch = "x86_64")]
     if simd {
         if let (Some(x32), Some(o32)) = (kern::cast::<T, f32>(x), kern::cast_mut::<T, f32>(out)) {
-            // SAFETY: `simd` is only true when AVX-512F was detected at run time; `x32` and
+            // SAFETY: `simd` is only true when AVX-512F and POPCNT were detected; `x32` and
             // `o32` have the same length (the row and its output).
             let done =
                 unsafe { avx512::collect_rank_f32(x32, bound.to_f64() as f32, k, o32, sel, vals) };
@@ -156,7 +156,7 @@ fn kth_largest<T: Float>(g: &[T; GROUPS], k: usize, simd: bool) -> T {
     #[cfg(target_arch = "x86_64")]
     if simd && k <= 16 {
         if let Some(g32) = kern::cast::<T, f32>(&g[..]) {
-            // SAFETY: `simd` is only true when AVX-512F was detected at run time.
+            // SAFETY: `simd` is only true when AVX-512F and POPCNT were detected at run time.
             let r = unsafe { avx512::kth_largest_f32(g32.try_into().expect("64 groups"), k) };
             if let Some(r) = r {
                 return T::from_f64(r as f64);
@@ -184,9 +184,18 @@ fn kth_largest_portable<T: Float>(g: &[T; GROUPS], k: usize) -> T {
     top[k - 1]
 }
 
+/// The AVX-512 selection kernels also count mask bits with POPCNT (which every AVX-512 CPU
+/// has, but the level does not promise it).
 #[inline(always)]
 fn avx512() -> bool {
-    cfg!(target_arch = "x86_64") && level() == Level::Avx512
+    #[cfg(target_arch = "x86_64")]
+    {
+        level() == Level::Avx512 && std::arch::is_x86_feature_detected!("popcnt")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Group maxima of `x` into `g` (initialised to −∞ by the caller); `false` if `x` holds a NaN.
@@ -198,7 +207,7 @@ fn group_max<T: Float>(x: &[T], g: &mut [T; GROUPS], simd: bool) -> bool {
             kern::cast::<T, f32>(x),
             kern::cast_mut::<T, f32>(&mut g[..]),
         ) {
-            // SAFETY: `simd` is only true when AVX-512F was detected at run time.
+            // SAFETY: `simd` is only true when AVX-512F and POPCNT were detected at run time.
             return unsafe { avx512::group_max_f32(x, g.try_into().expect("64 groups")) };
         }
         if let (Some(x), Some(g)) = (
@@ -226,7 +235,7 @@ fn collect_at_least<T: Float>(x: &[T], t: T, cand: &mut Vec<(f64, u32)>, simd: b
     #[cfg(target_arch = "x86_64")]
     if simd {
         if let Some(x) = kern::cast::<T, f32>(x) {
-            // SAFETY: `simd` is only true when AVX-512F was detected at run time.
+            // SAFETY: `simd` is only true when AVX-512F and POPCNT were detected at run time.
             return unsafe { avx512::collect_f32(x, t.to_f64() as f32, cand) };
         }
         if let Some(x) = kern::cast::<T, f64>(x) {
@@ -253,7 +262,7 @@ mod avx512 {
     //! found by a compare into a mask and its set bits.
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx2,fma,popcnt")]
     pub(super) unsafe fn group_max_f32(x: &[f32], g: &mut [f32; 64]) -> bool {
         let n = x.len();
         let p = x.as_ptr();
@@ -298,7 +307,7 @@ mod avx512 {
         nan == 0
     }
 
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx2,fma,popcnt")]
     pub(super) unsafe fn group_max_f64(x: &[f64], g: &mut [f64; 64]) -> bool {
         let n = x.len();
         let p = x.as_ptr();
@@ -342,7 +351,7 @@ mod avx512 {
         nan == 0
     }
 
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx2,fma,popcnt")]
     pub(super) unsafe fn collect_f32(x: &[f32], t: f32, cand: &mut Vec<(f64, u32)>) {
         let n = x.len();
         let p = x.as_ptr();
@@ -387,7 +396,7 @@ mod avx512 {
     /// then, when there are at most 16, ranks them by counting (value descending, index
     /// ascending) and writes the k best to `sel`/`vals`. Returns `false` (with `out` partly
     /// zeroed and `sel`/`vals` untouched) when there are more than 16 candidates.
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx2,fma,popcnt")]
     pub(super) unsafe fn collect_rank_f32(
         x: &[f32],
         t: f32,
@@ -465,7 +474,7 @@ mod avx512 {
     /// `L16 ≤` the answer (those 16 are group maxima too), so the answer is the k-th largest
     /// of the group maxima `≥ L16`, which are few (at least k; usually not many more), and
     /// the same counting over them finds it. `None` when there are more than 16 of them.
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx2,fma,popcnt")]
     pub(super) unsafe fn kth_largest_f32(g: &[f32; 64], k: usize) -> Option<f32> {
         let q = g.as_ptr();
         let v = [
@@ -517,7 +526,7 @@ mod avx512 {
         None
     }
 
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx2,fma,popcnt")]
     pub(super) unsafe fn collect_f64(x: &[f64], t: f64, cand: &mut Vec<(f64, u32)>) {
         let n = x.len();
         let p = x.as_ptr();
