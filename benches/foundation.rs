@@ -31,11 +31,11 @@ fn pool(c: &mut Criterion) {
     use rayon::prelude::*;
     let mut g = c.benchmark_group("parallel");
     g.bench_function("run_inline_single_item", |b| {
-        b.iter(|| parallel::run(Some(2), 1, || black_box(1u64)).unwrap())
+        b.iter(|| parallel::run(Some(2), 1, |_| black_box(1u64)).unwrap())
     });
     g.bench_function("run_2_threads_sum_1e5", |b| {
         b.iter(|| {
-            parallel::run(Some(2), 100_000, || {
+            parallel::run(Some(2), 100_000, |_| {
                 (0..100_000u64).into_par_iter().sum::<u64>()
             })
             .unwrap()

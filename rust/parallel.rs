@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 
 /// Upper bound on `num_threads`; more is almost certainly a bug in the caller.
@@ -83,19 +85,51 @@ fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     Ok(p)
 }
 
-/// Runs `f` on a pool of `num_threads` threads (`None` = default), or inline when a single
-/// thread suffices (`n_items <= 1` or one thread requested). Panics inside `f` propagate to
-/// the caller, where the binding layer turns them into exceptions.
+/// Runs `f(par)` on a pool of `num_threads` threads (`None` = default), or inline with
+/// `par == false` when a single thread suffices (`n_items <= 1` or one thread requested).
+/// Panics inside `f` propagate to the caller, where the binding layer turns them into
+/// exceptions.
+///
+/// `f` must not call a rayon parallel iterator when `par` is false: on the inline path there
+/// is no pool installed, so rayon would hand the work to its *global* pool — every CPU, whatever
+/// thread count the caller asked for, and a hang in a forked child that inherited that pool.
+/// [`map`] and [`for_each_chunk`] pick the serial or parallel iterator from `par`.
 pub fn run<R: Send>(
     num_threads: Option<usize>,
     n_items: usize,
-    f: impl FnOnce() -> R + Send,
+    f: impl FnOnce(bool) -> R + Send,
 ) -> Result<R> {
     let threads = resolve_threads(num_threads)?.min(n_items.max(1));
     if threads <= 1 {
-        return Ok(f());
+        return Ok(f(false));
     }
-    Ok(pool(threads)?.install(f))
+    Ok(pool(threads)?.install(|| f(true)))
+}
+
+/// `f(0), …, f(n - 1)` in index order; on the current pool when `par`, else on this thread.
+pub fn map<R: Send>(par: bool, n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    if par {
+        (0..n).into_par_iter().map(f).collect()
+    } else {
+        (0..n).map(f).collect()
+    }
+}
+
+/// `f(k, chunk)` for the `k`-th `size`-element chunk of `data`; on the current pool when
+/// `par`, else on this thread.
+pub fn for_each_chunk<T: Send>(
+    par: bool,
+    data: &mut [T],
+    size: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if par {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(k, c)| f(k, c));
+    } else {
+        data.chunks_mut(size).enumerate().for_each(|(k, c)| f(k, c));
+    }
 }
 
 /// Number of threads a call to [`run`] with these arguments would use.
@@ -106,26 +140,56 @@ pub fn effective_threads(num_threads: Option<usize>, n_items: usize) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rayon::prelude::*;
 
     #[test]
     fn serial_for_single_items() {
         let main = std::thread::current().id();
-        let id = run(Some(4), 1, || std::thread::current().id()).unwrap();
+        let (id, par) = run(Some(4), 1, |par| (std::thread::current().id(), par)).unwrap();
         assert_eq!(id, main);
+        assert!(!par);
     }
 
     #[test]
     fn uses_requested_threads() {
-        let n = run(Some(3), 100, rayon::current_num_threads).unwrap();
+        let n = run(Some(3), 100, |par| {
+            assert!(par);
+            rayon::current_num_threads()
+        })
+        .unwrap();
         assert_eq!(n, 3);
-        let s: u64 = run(Some(2), 1000, || (0..1000u64).into_par_iter().sum()).unwrap();
+        let s: u64 = run(Some(2), 1000, |_| (0..1000u64).into_par_iter().sum()).unwrap();
         assert_eq!(s, 999 * 1000 / 2);
     }
 
     #[test]
     fn rejects_bad_counts() {
-        assert!(run(Some(0), 10, || ()).is_err());
-        assert!(run(Some(MAX_THREADS + 1), 10, || ()).is_err());
+        assert!(run(Some(0), 10, |_| ()).is_err());
+        assert!(run(Some(MAX_THREADS + 1), 10, |_| ()).is_err());
+    }
+
+    /// The serial helpers run on the calling thread and in order; the parallel ones on the
+    /// pool. Both give the same results.
+    #[test]
+    fn helpers_respect_par() {
+        let main = std::thread::current().id();
+        for threads in [1, 2] {
+            let (ids, par) = run(Some(threads), 64, |par| {
+                let ids = map(par, 64, |i| (i, std::thread::current().id()));
+                (ids, par)
+            })
+            .unwrap();
+            assert_eq!(par, threads > 1);
+            assert!(ids.iter().enumerate().all(|(k, (i, _))| *i == k));
+            assert_eq!(ids.iter().all(|(_, t)| *t == main), threads == 1);
+            let mut data = vec![0usize; 1000];
+            run(Some(threads), 10, |par| {
+                for_each_chunk(par, &mut data, 100, |k, c| {
+                    assert_eq!(std::thread::current().id() == main, !par);
+                    c.iter_mut().for_each(|v| *v = k);
+                })
+            })
+            .unwrap();
+            assert!(data.iter().enumerate().all(|(i, v)| *v == i / 100));
+        }
     }
 }

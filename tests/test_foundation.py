@@ -118,6 +118,43 @@ def test_no_threads_at_import() -> None:
     assert int(out.stdout) == 0, "importing probcraft started threads"
 
 
+def test_one_thread_means_one_thread() -> None:
+    """``num_threads=1`` runs on the calling thread: no call may start rayon's global pool
+    (which would use every CPU and can hang a forked child)."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc/self/task to count threads")
+    code = """
+import os, numpy as np, probcraft
+from probcraft import _core
+n0 = len(os.listdir('/proc/self/task'))
+_core._parallel_probe(100_000, 1)
+rng = np.random.default_rng(0)
+x = rng.uniform(-1, 1, 200_000)
+for dom in ("interval", "real"):
+    d = probcraft.FourierDensity(rng.standard_normal((2, 9)) + 0j, domain=dom)
+    for f in (d.pdf, d.logpdf, d.cdf):
+        f(x, num_threads=1)
+    d.ppf(np.clip(np.abs(x), 0, 1), num_threads=1)
+    d.rvs(200_000, seed=1, num_threads=1)
+    d.bin_mass(x - 0.5, x, num_threads=1)
+    d.nll_grad(x, num_threads=1)
+probcraft.FourierDensity.fit(x[:50_000], 5, domain="interval", steps=3, num_threads=1)
+probcraft.FourierDensity.fit(np.stack([x[:50_000]] * 3), 5, domain="interval", steps=3,
+                             num_threads=1)
+probcraft.softmax(rng.standard_normal((512, 4096)).astype(np.float32), num_threads=1)
+words = ["the cat sat on the mat", "a dog ran in the park", "cats and dogs"] * 200
+m = probcraft.Unigram.train(words, 40, num_threads=1, progress=False)
+m.encode_batch(words, num_threads=1)
+print(len(os.listdir('/proc/self/task')) - n0)
+"""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == 0, "a num_threads=1 call started threads"
+
+
 def _child_uses_pool(q: "mp.Queue[int]") -> None:
     q.put(_core._parallel_probe(10_000, 2))
 

@@ -9,8 +9,6 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use rayon::prelude::*;
-
 use super::eval::{check_rows, CHUNK};
 use super::model::{Channel, Domain, Model, C64};
 use super::sample;
@@ -134,18 +132,16 @@ pub fn bin_mass(
     }
     let tasks = c * m.div_ceil(CHUNK / 4);
     let domain = model.domain;
-    parallel::run(num_threads, tasks, || {
-        out.par_chunks_mut(m).enumerate().for_each(|(ci, row)| {
+    parallel::run(num_threads, tasks, |par| {
+        parallel::for_each_chunk(par, &mut out, m, |ci, row| {
             let base = if rows == 1 { 0 } else { ci * m };
             let ch = &model.channels[ci];
-            row.par_chunks_mut(CHUNK / 4)
-                .enumerate()
-                .for_each(|(k, o)| {
-                    let start = base + k * (CHUNK / 4);
-                    for (j, v) in o.iter_mut().enumerate() {
-                        *v = bin_mass_one(ch, domain, lower[start + j], upper[start + j]);
-                    }
-                });
+            parallel::for_each_chunk(par, row, CHUNK / 4, |k, o| {
+                let start = base + k * (CHUNK / 4);
+                for (j, v) in o.iter_mut().enumerate() {
+                    *v = bin_mass_one(ch, domain, lower[start + j], upper[start + j]);
+                }
+            });
         });
     })?;
     Ok(out)

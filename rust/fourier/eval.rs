@@ -13,8 +13,6 @@
 
 use std::f64::consts::PI;
 
-use rayon::prelude::*;
-
 use super::model::{log_sech2, sech2, Channel, Domain, Model, C64};
 use crate::error::{Error, Result};
 use crate::{parallel, simd};
@@ -327,27 +325,19 @@ pub fn evaluate(
     }
     let tasks = c * m.div_ceil(CHUNK);
     let domain = model.domain;
-    parallel::run(num_threads, tasks, || {
-        let work = |(ci, row): (usize, &mut [f64])| {
+    parallel::run(num_threads, tasks, |par| {
+        parallel::for_each_chunk(par, &mut out, m, |ci, row| {
             let xr = if x_rows == 1 {
                 &x[..m]
             } else {
                 &x[ci * m..(ci + 1) * m]
             };
             let ch = &model.channels[ci];
-            if tasks == 1 {
-                eval_row(ch, domain, kind, xr, row);
-            } else {
-                row.par_chunks_mut(CHUNK)
-                    .zip(xr.par_chunks(CHUNK))
-                    .for_each(|(o, xi)| eval_row(ch, domain, kind, xi, o));
-            }
-        };
-        if tasks == 1 {
-            out.chunks_mut(m).enumerate().for_each(work);
-        } else {
-            out.par_chunks_mut(m).enumerate().for_each(work);
-        }
+            parallel::for_each_chunk(par, row, CHUNK, |k, o| {
+                let xi = &xr[k * CHUNK..k * CHUNK + o.len()];
+                eval_row(ch, domain, kind, xi, o)
+            });
+        });
     })?;
     Ok(out)
 }

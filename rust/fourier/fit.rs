@@ -851,23 +851,15 @@ pub fn fit(
         (yr, wr)
     };
     let threads = parallel::effective_threads(num_threads, rows * m.div_ceil(CHUNK))?;
-    parallel::run(num_threads, rows * m.div_ceil(CHUNK), || {
-        if rows >= threads {
-            (0..rows)
-                .into_par_iter()
-                .map(|c| {
-                    let (yr, wr) = row(c);
-                    fit_channel(yr, wr, opts, c as u64, false)
-                })
-                .collect::<Result<Vec<_>>>()
-        } else {
-            (0..rows)
-                .map(|c| {
-                    let (yr, wr) = row(c);
-                    fit_channel(yr, wr, opts, c as u64, threads > 1)
-                })
-                .collect::<Result<Vec<_>>>()
-        }
+    parallel::run(num_threads, rows * m.div_ceil(CHUNK), |par| {
+        // Channels across threads when there are enough of them, else chunks within each.
+        let across = par && rows >= threads;
+        parallel::map(across, rows, |c| {
+            let (yr, wr) = row(c);
+            fit_channel(yr, wr, opts, c as u64, par && !across)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()
     })?
 }
 
@@ -905,7 +897,7 @@ pub fn nll_grad_model(
     }
     let tasks = c * m.div_ceil(CHUNK);
     let threads = parallel::effective_threads(num_threads, tasks)?;
-    parallel::run(num_threads, tasks, || {
+    parallel::run(num_threads, tasks, |par| {
         let one = |ci: usize, par: bool| {
             let ch = &model.channels[ci];
             let (yr, wr) = row(ci);
@@ -921,11 +913,8 @@ pub fn nll_grad_model(
                 par,
             )
         };
-        if c >= threads {
-            (0..c).into_par_iter().map(|ci| one(ci, false)).collect()
-        } else {
-            (0..c).map(|ci| one(ci, threads > 1)).collect()
-        }
+        let across = par && c >= threads;
+        parallel::map(across, c, |ci| one(ci, par && !across))
     })
 }
 

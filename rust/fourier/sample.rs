@@ -9,8 +9,6 @@
 //! `W` quantiles are solved in lock step so that the density/CDF evaluations use the
 //! vectorised Horner kernel; lanes that have converged ride along until the block finishes.
 
-use rayon::prelude::*;
-
 use super::eval::{check_rows, cis_block, CHUNK, W};
 use super::model::{Channel, Domain, Model, C64};
 use crate::error::{Error, Result};
@@ -456,8 +454,8 @@ pub fn ppf(
     }
     let tasks = c * m.div_ceil(CHUNK / 4);
     let d = model.domain;
-    parallel::run(num_threads, tasks, || {
-        out.par_chunks_mut(m).enumerate().for_each(|(ci, row)| {
+    parallel::run(num_threads, tasks, |par| {
+        parallel::for_each_chunk(par, &mut out, m, |ci, row| {
             let ch = &model.channels[ci];
             let table = InverseTable::new(ch);
             let qr = if rows == 1 {
@@ -465,9 +463,10 @@ pub fn ppf(
             } else {
                 &q[ci * m..(ci + 1) * m]
             };
-            row.par_chunks_mut(CHUNK / 4)
-                .zip(qr.par_chunks(CHUNK / 4))
-                .for_each(|(o, qs)| ppf_row(ch, d, &table, qs, o));
+            parallel::for_each_chunk(par, row, CHUNK / 4, |k, o| {
+                let qs = &qr[k * (CHUNK / 4)..k * (CHUNK / 4) + o.len()];
+                ppf_row(ch, d, &table, qs, o)
+            });
         });
     })?;
     Ok(out)
@@ -488,16 +487,14 @@ pub fn rvs(model: &Model, size: usize, seed: u64, num_threads: Option<usize>) ->
     }
     let tasks = c * size.div_ceil(CHUNK / 4);
     let d = model.domain;
-    parallel::run(num_threads, tasks, || {
-        out.par_chunks_mut(size).enumerate().for_each(|(ci, row)| {
+    parallel::run(num_threads, tasks, |par| {
+        parallel::for_each_chunk(par, &mut out, size, |ci, row| {
             let ch = &model.channels[ci];
             let table = InverseTable::new(ch);
-            row.par_chunks_mut(CHUNK / 4)
-                .enumerate()
-                .for_each(|(k, o)| {
-                    let base = (ci * size + k * (CHUNK / 4)) as u64;
-                    rvs_row(ch, d, &table, seed, base, o)
-                });
+            parallel::for_each_chunk(par, row, CHUNK / 4, |k, o| {
+                let base = (ci * size + k * (CHUNK / 4)) as u64;
+                rvs_row(ch, d, &table, seed, base, o)
+            });
         });
     })?;
     Ok(out)

@@ -51,8 +51,6 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use super::model::Model;
 use super::sample::{self, check_alpha, Method};
 use super::viterbi::{emit_from_back, viterbi, Workspace};
@@ -279,25 +277,24 @@ fn encode_batch_with<T: Sync>(
     // with its thread's reusable workspace (no vector per item), and the serial tail only
     // concatenates a few dozen buffers.
     let chunk = texts.len().div_ceil(threads * 8).max(1);
-    let parts: Vec<(Vec<i32>, Vec<i64>)> = parallel::run(num_threads, texts.len(), || {
-        texts
-            .par_chunks(chunk)
-            .enumerate()
-            .map(|(c, items)| {
-                with_workspace(|ws| {
-                    let mut ids = Vec::new();
-                    let mut ends = Vec::with_capacity(items.len());
-                    for (j, t) in items.iter().enumerate() {
-                        let i = c * chunk + j;
-                        let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
-                        encode_input(model, input(t), mode, &mut rng, ws, &mut ids)
-                            .map_err(|e| at_item(e, i))?;
-                        ends.push(ids.len() as i64);
-                    }
-                    Ok((ids, ends))
-                })
+    let parts: Vec<(Vec<i32>, Vec<i64>)> = parallel::run(num_threads, texts.len(), |par| {
+        parallel::map(par, texts.len().div_ceil(chunk), |c| {
+            let items = &texts[c * chunk..((c + 1) * chunk).min(texts.len())];
+            with_workspace(|ws| {
+                let mut ids = Vec::new();
+                let mut ends = Vec::with_capacity(items.len());
+                for (j, t) in items.iter().enumerate() {
+                    let i = c * chunk + j;
+                    let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
+                    encode_input(model, input(t), mode, &mut rng, ws, &mut ids)
+                        .map_err(|e| at_item(e, i))?;
+                    ends.push(ids.len() as i64);
+                }
+                Ok((ids, ends))
             })
-            .collect::<Result<Vec<_>>>()
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()
     })??;
     let total: usize = parts.iter().map(|p| p.0.len()).sum();
     let mut ids = Vec::with_capacity(total);

@@ -109,8 +109,8 @@ fn derive_seed(seed: u64, k: u64) -> u64 {
 fn _parallel_probe(py: Python<'_>, n_items: usize, num_threads: Option<usize>) -> PyResult<usize> {
     use rayon::prelude::*;
     guarded(py, || {
-        parallel::run(num_threads, n_items, || {
-            let total: u64 = (0..n_items as u64).into_par_iter().sum();
+        parallel::run(num_threads, n_items, |par| {
+            let total: u64 = parallel::map(par, n_items, |i| i as u64).into_iter().sum();
             debug_assert_eq!(
                 total,
                 (n_items as u64) * (n_items as u64).saturating_sub(1) / 2

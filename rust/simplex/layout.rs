@@ -337,7 +337,8 @@ pub(crate) fn run_rows<T: Float>(
         }
         return Ok(());
     }
-    parallel::run(threads, n_tasks, || {
+    // `par` is true here: the one-thread case returned above.
+    parallel::run(threads, n_tasks, |_| {
         (0..n_tasks)
             .into_par_iter()
             .try_for_each_init(Work::new, |w, t| {

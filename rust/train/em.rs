@@ -124,10 +124,10 @@ impl Lattices {
             .step_by(block)
             .map(|s| (s, (s + block).min(n)))
             .collect();
-        let parts: Vec<(Vec<Edge>, Vec<usize>)> = parallel::run(threads, blocks.len(), || {
-            blocks
-                .par_iter()
-                .map(|&(b0, b1)| {
+        let parts: Vec<(Vec<Edge>, Vec<usize>)> = parallel::run(threads, blocks.len(), |par| {
+            parallel::map(par, blocks.len(), |b| {
+                let (b0, b1) = blocks[b];
+                {
                     let mut edges = Vec::new();
                     let mut counts = Vec::with_capacity(b1 - b0);
                     for &(s, l, _) in &units.words[b0..b1] {
@@ -153,8 +153,8 @@ impl Lattices {
                         counts.push(edges.len() - before);
                     }
                     (edges, counts)
-                })
-                .collect()
+                }
+            })
         })?;
         let total: usize = parts.iter().map(|p| p.0.len()).sum();
         let mut edges = Vec::with_capacity(total);
@@ -223,21 +223,25 @@ impl Lattices {
     where
         F: Fn(usize, &mut Scratch) -> f64 + Sync,
     {
-        let parts: Vec<(Vec<(u32, f64)>, f64)> = parallel::run(threads, self.chunks.len(), || {
-            self.chunks
-                .par_iter()
-                .map_init(
-                    || Scratch::new(n_pieces),
-                    |sc, &(w0, w1)| {
-                        let mut total = 0.0;
-                        for w in w0..w1 {
-                            total += per_word(w, sc);
-                        }
-                        (sc.acc.drain(), total)
-                    },
-                )
-                .collect()
-        })?;
+        let chunk = |sc: &mut Scratch, &(w0, w1): &(usize, usize)| {
+            let mut total = 0.0;
+            for w in w0..w1 {
+                total += per_word(w, sc);
+            }
+            (sc.acc.drain(), total)
+        };
+        let parts: Vec<(Vec<(u32, f64)>, f64)> =
+            parallel::run(threads, self.chunks.len(), |par| {
+                if par {
+                    self.chunks
+                        .par_iter()
+                        .map_init(|| Scratch::new(n_pieces), chunk)
+                        .collect()
+                } else {
+                    let mut sc = Scratch::new(n_pieces);
+                    self.chunks.iter().map(|c| chunk(&mut sc, c)).collect()
+                }
+            })?;
         let mut acc = vec![0.0f64; n_pieces];
         let mut total = 0.0;
         for (sparse, t) in parts {

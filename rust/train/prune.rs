@@ -15,8 +15,6 @@
 //! the shared corpora (`benches/train_compare.py`) this beats both SentencePiece's loss and
 //! the bare likelihood change in likelihood *and* compression.
 
-use rayon::prelude::*;
-
 use super::em::{Lattices, PieceTable};
 use crate::error::Result;
 use crate::parallel;
@@ -94,9 +92,10 @@ pub fn prune(
         .filter(|&i| alive[i as usize] && !required[i as usize] && freq[i as usize] > 0.0)
         .collect();
     // Loss of removing each candidate (higher = more worth keeping); +inf = no alternative.
-    let losses: Vec<f64> = parallel::run(threads, cand.len(), || {
-        cand.par_iter()
-            .map(|&i| {
+    let losses: Vec<f64> = parallel::run(threads, cand.len(), |par| {
+        parallel::map(par, cand.len(), |c| {
+            let i = cand[c];
+            {
                 let fi = freq[i as usize];
                 let Some(mut alt) = alternative(table, scores, alive, i) else {
                     return f64::INFINITY;
@@ -118,8 +117,8 @@ pub fn prune(
                 }
                 // Each extra token is priced at the current mean code length (see module doc).
                 -delta + entropy * fi * (k - 1.0)
-            })
-            .collect()
+            }
+        })
     })?;
     let mut keep = vec![false; n];
     let mut kept = 0usize;
