@@ -8,8 +8,11 @@
 //!   DataLoader workers and `multiprocessing` children from deadlocking (rayon issue #708).
 //! - A batch of one item, or `num_threads == 1`, runs on the calling thread.
 //!
-//! Kernels call rayon's parallel iterators only inside [`run`], so they execute on the chosen
-//! pool.
+//! Kernels call rayon's parallel iterators only inside [`run`] and only when it hands them
+//! `par == true`, so they execute on the chosen pool; with `par == false` they use the serial
+//! iterators ([`map`], [`for_each_chunk`] choose for them). A parallel iterator on the inline
+//! path would silently run on rayon's global pool (a bug this crate once had: `num_threads=1`
+//! Fourier and trainer calls used every CPU).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
