@@ -282,10 +282,24 @@ unsafe fn row_avx2(ch: &Channel, domain: Domain, kind: Kind, x: &[f64], out: &mu
     }
 }
 
+fn kind_code(kind: Kind) -> u8 {
+    match kind {
+        Kind::Pdf => PDF,
+        Kind::LogPdf => LOGPDF,
+        Kind::Cdf => CDF,
+    }
+}
+
 /// One channel over a slice of points, on the best SIMD level available.
 pub fn eval_row(ch: &Channel, domain: Domain, kind: Kind, x: &[f64], out: &mut [f64]) {
     debug_assert_eq!(x.len(), out.len());
     match simd::level() {
+        #[cfg(target_arch = "x86_64")]
+        simd::Level::Avx512 if domain == Domain::Interval => {
+            // SAFETY: `simd::level()` reports Avx512 only after run-time detection of
+            // avx512f, avx2 and fma on this CPU.
+            unsafe { super::avx512::row_interval(ch, kind_code(kind), x, out) }
+        }
         #[cfg(target_arch = "x86_64")]
         simd::Level::Avx2 | simd::Level::Avx512 => {
             // SAFETY: `simd::level()` reports Avx2/Avx512 only after run-time detection of
