@@ -5,14 +5,12 @@
 //! CDF's `Re(z·H)`), support masks. Every function here must only be called after
 //! `simd::level()` reported Avx512 (which implies avx512f, avx2 and fma).
 //!
-//! Performance notes (Zen 5, 512-bit datapath, 2 FMA pipes × 4-cycle latency; N = 32,
-//! 10⁶ points, one thread, LTO):
-//! - Complex Horner costs 4 FMAs per coefficient per vector and has a 2-FMA (8-cycle)
-//!   dependency chain per step, so it needs ≥ 4 independent vectors to fill both pipes.
-//! - The AVX2 kernel (W = 16 lanes = 4 × 4-wide) measured ~80 M points/s; this one with
-//!   NV = 4 measured (see `eval.rs` notes for the full table).
-//! - `ln` is vectorised here (`getexp`/`getmant` + atanh series): the scalar libm `ln` per
-//!   lane cost as much as the whole Horner at N = 32.
+//! Performance notes (Zen 5, 512-bit datapath, 2 FMA pipes × 4-cycle latency): complex
+//! Horner costs 4 FMAs per coefficient per vector with a 2-FMA (8-cycle) dependency chain
+//! per step, so NV = 4 vectors exactly balance latency and throughput; NV = 6 gained ~10%,
+//! NV = 8 nothing more (figures in the notes of `eval.rs`). `ln` is vectorised here
+//! (`getexp`/`getmant` + atanh series) because the scalar libm `ln` per lane cost as much
+//! as the whole N = 32 Horner.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -22,8 +20,8 @@ use std::f64::consts::{LN_2, PI};
 use super::eval::{C1, C2, C3, C4, C5, C6, C7, C8, S1, S2, S3, S4, S5, S6, S7};
 use super::model::{Channel, C64};
 
-/// 8-wide vectors per block.
-pub(crate) const NV: usize = 4;
+/// 8-wide vectors per block (4: 304 M pdf/s, 6: 336, 8: 331 at N = 32 on Zen 5).
+pub(crate) const NV: usize = 6;
 /// Points per block.
 pub(crate) const BLOCK: usize = 8 * NV;
 
