@@ -17,7 +17,7 @@
 use std::arch::x86_64::*;
 use std::f64::consts::{LN_2, PI};
 
-use super::eval::{C1, C2, C3, C4, C5, C6, C7, C8, S1, S2, S3, S4, S5, S6, S7};
+use super::eval::{C1, C2, C3, C4, C5, C6, C7, C8, S1, S2, S3, S4, S5, S6, S7, W};
 use super::model::{Channel, C64};
 
 /// 8-wide vectors per block (4: 304 M pdf/s, 6: 336, 8: 331 at N = 32 on Zen 5).
@@ -148,6 +148,67 @@ fn horner(coef: &[C64], zr: &[__m512d; NV], zi: &[__m512d; NV]) -> ([__m512d; NV
     }
 }
 
+/// Blocks of the generic kernels' width `W` (sampling): `W / 8` zmm vectors.
+const NW: usize = W / 8;
+const _: () = assert!(W % 8 == 0);
+
+/// For the sampler's Newton step on `W` points: `z = e^{iπx}`, `g = Σ a_k z^k` and
+/// `h = Σ_j b_j z^j` (`b` one shorter than `a`, or empty when `a` has one entry), returned as
+/// `(zr, zi, gr, gi, hr, hi)`. Performs per lane exactly the fused operations of
+/// `avx2::sincospi` + `avx2::horner2` (and of the portable path), so draws are bit-identical
+/// on every level.
+///
+/// # Safety
+/// The CPU must support avx512f (`simd::level() == Avx512`).
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::type_complexity)]
+pub(crate) unsafe fn cis_horner2(
+    a: &[C64],
+    b: &[C64],
+    x: &[f64; W],
+) -> ([f64; W], [f64; W], [f64; W], [f64; W], [f64; W], [f64; W]) {
+    let mut zr = [_mm512_setzero_pd(); NW];
+    let mut zi = [_mm512_setzero_pd(); NW];
+    for j in 0..NW {
+        // SAFETY: offset 8j + 7 < W.
+        let xv = unsafe { _mm512_loadu_pd(x.as_ptr().add(8 * j)) };
+        (zi[j], zr[j]) = sincospi8(xv);
+    }
+    let n = a.len() - 1;
+    let mut gr = [_mm512_set1_pd(a[n].re); NW];
+    let mut gi = [_mm512_set1_pd(a[n].im); NW];
+    let hb = if n >= 1 { b[n - 1] } else { C64::default() };
+    let mut hr = [_mm512_set1_pd(hb.re); NW];
+    let mut hi = [_mm512_set1_pd(hb.im); NW];
+    for k in (0..n).rev() {
+        let (ar, ai) = (_mm512_set1_pd(a[k].re), _mm512_set1_pd(a[k].im));
+        for j in 0..NW {
+            let r = _mm512_fmadd_pd(gr[j], zr[j], _mm512_fnmadd_pd(gi[j], zi[j], ar));
+            let i = _mm512_fmadd_pd(gr[j], zi[j], _mm512_fmadd_pd(gi[j], zr[j], ai));
+            gr[j] = r;
+            gi[j] = i;
+        }
+        if k >= 1 {
+            let (br, bi) = (_mm512_set1_pd(b[k - 1].re), _mm512_set1_pd(b[k - 1].im));
+            for j in 0..NW {
+                let r = _mm512_fmadd_pd(hr[j], zr[j], _mm512_fnmadd_pd(hi[j], zi[j], br));
+                let i = _mm512_fmadd_pd(hr[j], zi[j], _mm512_fmadd_pd(hi[j], zr[j], bi));
+                hr[j] = r;
+                hi[j] = i;
+            }
+        }
+    }
+    let st = |v: &[__m512d; NW]| {
+        let mut o = [0.0; W];
+        for (j, x) in v.iter().enumerate() {
+            // SAFETY: offset 8j + 7 < W.
+            unsafe { _mm512_storeu_pd(o.as_mut_ptr().add(8 * j), *x) };
+        }
+        o
+    };
+    (st(&zr), st(&zi), st(&gr), st(&gi), st(&hr), st(&hi))
+}
+
 const PDF: u8 = 0;
 const LOGPDF: u8 = 1;
 const CDF: u8 = 2;
@@ -244,6 +305,52 @@ pub(crate) unsafe fn row_interval(ch: &Channel, mode: u8, x: &[f64], out: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cis_horner2_is_bit_identical_to_avx2_and_portable() {
+        if !std::arch::is_x86_feature_detected!("avx512f")
+            || !std::arch::is_x86_feature_detected!("fma")
+        {
+            return;
+        }
+        let mut s = crate::rng::Stream::new(5, 0);
+        for n in [0usize, 1, 2, 13, 32, 100] {
+            let a: Vec<C64> = (0..=n).map(|_| C64::new(s.normal(), s.normal())).collect();
+            let b: Vec<C64> = (0..n).map(|_| C64::new(s.normal(), s.normal())).collect();
+            for rep in 0..50 {
+                let mut x = [0.0; W];
+                for (l, v) in x.iter_mut().enumerate() {
+                    *v = match (rep + l) % 17 {
+                        0 => f64::NAN,
+                        1 => 1.0,
+                        2 => -1.0,
+                        3 => 0.5,
+                        _ => 2.4 * s.next_f64() - 1.2,
+                    };
+                }
+                // SAFETY: avx512f (hence avx2 on every such CPU) and fma detected above.
+                let got = unsafe { cis_horner2(&a, &b, &x) };
+                // SAFETY: as above.
+                let (si, co) = unsafe { super::super::avx2::sincospi(&x) };
+                // SAFETY: as above.
+                let (gr, gi, hr, hi) = unsafe { super::super::avx2::horner2(&a, &b, &co, &si) };
+                let bits = |v: &[f64; W]| v.map(f64::to_bits);
+                assert_eq!(bits(&got.0), bits(&co), "n={n}");
+                assert_eq!(bits(&got.1), bits(&si), "n={n}");
+                assert_eq!(bits(&got.2), bits(&gr), "n={n}");
+                assert_eq!(bits(&got.3), bits(&gi), "n={n}");
+                assert_eq!(bits(&got.4), bits(&hr), "n={n}");
+                assert_eq!(bits(&got.5), bits(&hi), "n={n}");
+                for l in 0..W {
+                    let (ps, pc) = super::super::eval::sincospi::<true>(x[l]);
+                    assert_eq!(
+                        (ps.to_bits(), pc.to_bits()),
+                        (si[l].to_bits(), co[l].to_bits())
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn ln8_matches_libm() {
