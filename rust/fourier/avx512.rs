@@ -97,9 +97,10 @@ const L: [f64; 12] = [
     1.0 / 23.0,
     1.0 / 25.0,
 ];
-// ln 2 split so that e·LN2_HI is exact for |e| < 2^11.
+// ln 2 split (fdlibm) so that e·LN2_HI is exact for |e| < 2^11; LN2_LO carries the bits
+// beyond f64 (`LN_2 - LN2_HI` would lose ~2e-17·e).
 const LN2_HI: f64 = 0.693_147_180_369_123_8;
-const LN2_LO: f64 = LN_2 - LN2_HI;
+const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 
 /// `ln p` for `p ≥ 0` (also 0 → −∞, +∞ → +∞, NaN → NaN, subnormals exact in the exponent).
 #[inline]
@@ -213,17 +214,78 @@ const PDF: u8 = 0;
 const LOGPDF: u8 = 1;
 const CDF: u8 = 2;
 
-/// One block of `BLOCK` points at `x` into `out`.
+// expm1 on |r| ≤ ln2/2: Taylor to r^15/15! (< 1e-17 relative), as expm1(r) = r + r²·E(r).
+const E: [f64; 14] = [
+    1.0 / 2.0,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+    1.0 / 40_320.0,
+    1.0 / 362_880.0,
+    1.0 / 3_628_800.0,
+    1.0 / 39_916_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 6_227_020_800.0,
+    1.0 / 87_178_291_200.0,
+    1.0 / 1_307_674_368_000.0,
+];
+
+/// For `a = |z|`: `(e^{-2a}, expm1(-2a))`, both to a few ulp (relative) for every `a ≥ 0`
+/// (`e^{-2a}` underflows gracefully to 0; `+∞` gives `(0, -1)`; NaN gives NaN).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp_expm1_neg2(a: __m512d) -> (__m512d, __m512d) {
+    // max returns its second operand on NaN: NaN passes through the clamp.
+    let u = _mm512_max_pd(c(-800.0), _mm512_mul_pd(c(-2.0), a));
+    let k = _mm512_roundscale_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_pd(u, c(std::f64::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_pd(k, c(LN2_HI), u);
+    let r = _mm512_fnmadd_pd(k, c(LN2_LO), r);
+    let mut q = c(E[13]);
+    for &v in E[..13].iter().rev() {
+        q = _mm512_fmadd_pd(q, r, c(v));
+    }
+    let p = _mm512_fmadd_pd(_mm512_mul_pd(r, r), q, r); // expm1(r)
+    let e = _mm512_scalef_pd(_mm512_add_pd(c(1.0), p), k);
+    // k = 0: expm1 is p itself (no cancellation); otherwise |u| > 0.34 and e − 1 is safe.
+    let k0 = _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(k, _mm512_setzero_pd());
+    let em = _mm512_mask_blend_pd(k0, _mm512_sub_pd(e, c(1.0)), p);
+    (e, em)
+}
+
+/// One block of `BLOCK` points at `x` into `out`; with `REAL` the points are `y` on the real
+/// line, mapped through `x = tanh((y − offset)/scale)` with the Jacobian applied.
 #[inline(always)]
-fn block<const MODE: u8>(ch: &Channel, x: &[f64; BLOCK], out: &mut [f64; BLOCK]) {
+fn block<const MODE: u8, const REAL: bool>(ch: &Channel, x: &[f64; BLOCK], out: &mut [f64; BLOCK]) {
     // SAFETY: only reached from avx512f functions (module contract); every pointer offset
     // is below BLOCK = 8·NV.
     unsafe {
         let mut xv = [_mm512_setzero_pd(); NV];
+        let mut zv = [_mm512_setzero_pd(); NV];
+        let mut ev = [_mm512_setzero_pd(); NV];
         let mut zr = [_mm512_setzero_pd(); NV];
         let mut zi = [_mm512_setzero_pd(); NV];
+        let inv_s = 1.0 / ch.scale;
         for j in 0..NV {
             xv[j] = _mm512_loadu_pd(x.as_ptr().add(8 * j));
+            if REAL {
+                // z = (y − t)/s; tanh|z| = −expm1(−2|z|) / (2 + expm1(−2|z|)).
+                let z = _mm512_mul_pd(_mm512_sub_pd(xv[j], c(ch.offset)), c(inv_s));
+                let a = _mm512_abs_pd(z);
+                let (e, em) = exp_expm1_neg2(a);
+                let t = _mm512_div_pd(
+                    _mm512_sub_pd(_mm512_setzero_pd(), em),
+                    _mm512_add_pd(c(2.0), em),
+                );
+                // copysign(t, z)
+                let sign = _mm512_and_si512(_mm512_castpd_si512(z), _mm512_set1_epi64(i64::MIN));
+                xv[j] = _mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(t), sign));
+                zv[j] = a;
+                ev[j] = e;
+            }
             (zi[j], zr[j]) = sincospi8(xv[j]);
         }
         let mut res = [_mm512_setzero_pd(); NV];
@@ -251,11 +313,31 @@ fn block<const MODE: u8>(ch: &Channel, x: &[f64; BLOCK], out: &mut [f64; BLOCK])
             }
         } else {
             let (gr, gi) = horner(&ch.a, &zr, &zi);
+            let log_s = ch.scale.ln();
             for j in 0..NV {
                 let p = _mm512_fmadd_pd(gr[j], gr[j], _mm512_mul_pd(gi[j], gi[j]));
                 let outside = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(xv[j], c(-1.0))
                     | _mm512_cmp_pd_mask::<_CMP_GT_OQ>(xv[j], c(1.0));
-                res[j] = if MODE == PDF {
+                res[j] = if REAL {
+                    let e = ev[j];
+                    let ope = _mm512_add_pd(c(1.0), e);
+                    if MODE == PDF {
+                        // p · sech²(z) / s, sech² = 4e / (1 + e)².
+                        let sech2 =
+                            _mm512_div_pd(_mm512_mul_pd(c(4.0), e), _mm512_mul_pd(ope, ope));
+                        _mm512_mul_pd(_mm512_mul_pd(p, sech2), c(inv_s))
+                    } else {
+                        // ln p + 2(ln 2 − |z| − ln1p(e)) − ln s; ln1p(e) = ln(1+e) + the
+                        // rounding error of 1+e divided by 1+e.
+                        let corr = _mm512_div_pd(_mm512_sub_pd(e, _mm512_sub_pd(ope, c(1.0))), ope);
+                        let l1p = _mm512_add_pd(ln8(ope), corr);
+                        let ls2 = _mm512_mul_pd(
+                            c(2.0),
+                            _mm512_sub_pd(_mm512_sub_pd(c(LN_2), zv[j]), l1p),
+                        );
+                        _mm512_sub_pd(_mm512_add_pd(ln8(p), ls2), c(log_s))
+                    }
+                } else if MODE == PDF {
                     _mm512_mask_mov_pd(p, outside, _mm512_setzero_pd())
                 } else {
                     _mm512_mask_mov_pd(ln8(p), outside, c(f64::NEG_INFINITY))
@@ -269,36 +351,40 @@ fn block<const MODE: u8>(ch: &Channel, x: &[f64; BLOCK], out: &mut [f64; BLOCK])
 }
 
 #[inline(always)]
-fn row_mode<const MODE: u8>(ch: &Channel, x: &[f64], out: &mut [f64]) {
+fn row_mode<const MODE: u8, const REAL: bool>(ch: &Channel, x: &[f64], out: &mut [f64]) {
     let mut xs = x.chunks_exact(BLOCK);
     let mut os = out.chunks_exact_mut(BLOCK);
     for (xb, ob) in (&mut xs).zip(&mut os) {
         let xb: &[f64; BLOCK] = xb.try_into().expect("chunk of BLOCK");
         let ob: &mut [f64; BLOCK] = ob.try_into().expect("chunk of BLOCK");
-        block::<MODE>(ch, xb, ob);
+        block::<MODE, REAL>(ch, xb, ob);
     }
     let rest = xs.remainder();
     if !rest.is_empty() {
         let mut xb = [0.0; BLOCK];
         let mut ob = [0.0; BLOCK];
         xb[..rest.len()].copy_from_slice(rest);
-        block::<MODE>(ch, &xb, &mut ob);
+        block::<MODE, REAL>(ch, &xb, &mut ob);
         let n = rest.len();
         os.into_remainder().copy_from_slice(&ob[..n]);
     }
 }
 
-/// `pdf` (`MODE` 0), `logpdf` (1) or `cdf` (2) of one interval-domain channel.
+/// `pdf` (`MODE` 0), `logpdf` (1) or `cdf` (2) of one channel; `real` selects the real-line
+/// domain (points `y`), otherwise the interval (points `x`).
 ///
 /// # Safety
 /// The CPU must support avx512f (`simd::level() == Avx512`).
 #[target_feature(enable = "avx512f,avx2,fma")]
-pub(crate) unsafe fn row_interval(ch: &Channel, mode: u8, x: &[f64], out: &mut [f64]) {
+pub(crate) unsafe fn row(ch: &Channel, real: bool, mode: u8, x: &[f64], out: &mut [f64]) {
     debug_assert_eq!(x.len(), out.len());
-    match mode {
-        PDF => row_mode::<PDF>(ch, x, out),
-        LOGPDF => row_mode::<LOGPDF>(ch, x, out),
-        _ => row_mode::<CDF>(ch, x, out),
+    match (mode, real) {
+        (PDF, false) => row_mode::<PDF, false>(ch, x, out),
+        (LOGPDF, false) => row_mode::<LOGPDF, false>(ch, x, out),
+        (_, false) => row_mode::<CDF, false>(ch, x, out),
+        (PDF, true) => row_mode::<PDF, true>(ch, x, out),
+        (LOGPDF, true) => row_mode::<LOGPDF, true>(ch, x, out),
+        (_, true) => row_mode::<CDF, true>(ch, x, out),
     }
 }
 
@@ -348,6 +434,78 @@ mod tests {
                         (si[l].to_bits(), co[l].to_bits())
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn exp_expm1_and_tanh_match_libm() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut xs: Vec<f64> = vec![0.0, 1e-300, 4.9e-324, 1e-8, 0.17, 0.1733, 0.35, 0.5, 19.0];
+        xs.extend([
+            300.0,
+            372.0,
+            380.0,
+            400.0,
+            1e4,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NAN,
+        ]);
+        for i in 0..20000 {
+            xs.push(i as f64 / 500.0);
+            xs.push((i as f64 / 1000.0 - 12.0).exp());
+        }
+        while xs.len() % 8 != 0 {
+            xs.push(1.0);
+        }
+        let rel = |g: f64, w: f64| {
+            if w == 0.0 || w.is_infinite() {
+                if g == w {
+                    0.0
+                } else {
+                    1.0
+                }
+            } else {
+                ((g - w) / w).abs()
+            }
+        };
+        for ch in xs.chunks(8) {
+            let (mut e, mut em) = ([0.0; 8], [0.0; 8]);
+            // SAFETY: avx512f detected above.
+            unsafe {
+                let (a, b) = exp_expm1_neg2(_mm512_loadu_pd(ch.as_ptr()));
+                _mm512_storeu_pd(e.as_mut_ptr(), a);
+                _mm512_storeu_pd(em.as_mut_ptr(), b);
+            }
+            for l in 0..8 {
+                let a = ch[l];
+                if a.is_nan() {
+                    assert!(e[l].is_nan() && em[l].is_nan());
+                    continue;
+                }
+                let we = (-2.0 * a).exp();
+                let wm = (-2.0 * a).exp_m1();
+                // Relative, except in the subnormal range of e^{-2a} (absolute there).
+                let ee = if we < 1e-300 {
+                    (e[l] - we).abs() / 1e-300
+                } else {
+                    rel(e[l], we)
+                };
+                assert!(ee <= 5e-16, "exp(-2·{a}) = {} libm {we}", e[l]);
+                assert!(
+                    rel(em[l], wm) <= 5e-16,
+                    "expm1(-2·{a}) = {} libm {wm}",
+                    em[l]
+                );
+                let t = -em[l] / (2.0 + em[l]);
+                assert!(
+                    rel(t, a.tanh()) <= 6e-16,
+                    "tanh({a}) = {t} libm {}",
+                    a.tanh()
+                );
             }
         }
     }

@@ -309,15 +309,16 @@ pub fn eval_row(ch: &Channel, domain: Domain, kind: Kind, x: &[f64], out: &mut [
     debug_assert_eq!(x.len(), out.len());
     match simd::level() {
         #[cfg(target_arch = "x86_64")]
-        simd::Level::Avx512 if domain == Domain::Interval => {
+        simd::Level::Avx512 => {
+            let real = domain == Domain::Real;
             // SAFETY: `simd::level()` reports Avx512 only after run-time detection of
             // avx512f, avx2 and fma on this CPU.
-            unsafe { super::avx512::row_interval(ch, kind_code(kind), x, out) }
+            unsafe { super::avx512::row(ch, real, kind_code(kind), x, out) }
         }
         #[cfg(target_arch = "x86_64")]
-        simd::Level::Avx2 | simd::Level::Avx512 => {
-            // SAFETY: `simd::level()` reports Avx2/Avx512 only after run-time detection of
-            // avx2 and fma on this CPU.
+        simd::Level::Avx2 => {
+            // SAFETY: `simd::level()` reports Avx2 only after run-time detection of avx2 and
+            // fma on this CPU.
             unsafe { row_avx2(ch, domain, kind, x, out) }
         }
         _ => row_scalar(ch, domain, kind, x, out),
@@ -462,11 +463,11 @@ mod tests {
         }
     }
 
-    /// Every x86 level against the scalar path on the interval, called directly (not through
+    /// Every x86 level against the scalar path on both domains, called directly (not through
     /// `simd::level()`, so the comparison also runs under `PROBCRAFT_SIMD` caps): lengths that
     /// leave every remainder modulo the block sizes, and special points.
     #[test]
-    fn interval_levels_agree_with_scalar() {
+    fn levels_agree_with_scalar() {
         #[cfg(target_arch = "x86_64")]
         {
             let has_avx2 = std::arch::is_x86_feature_detected!("avx2")
@@ -486,9 +487,17 @@ mod tests {
                 1.0 + 1e-16,
                 -1.0 - 2e-16,
                 1e6 + 0.25,
+                -700.0,
+                19.0,
+                1e-8,
+                f64::MAX,
             ];
-            for n in [0usize, 1, 2, 7, 32, 256] {
-                let m = model(Domain::Interval, n, 11 + n as u64);
+            for (domain, n) in [0usize, 1, 2, 7, 32, 256]
+                .into_iter()
+                .flat_map(|n| [(Domain::Interval, n), (Domain::Real, n)])
+            {
+                let m = model(domain, n, 11 + n as u64);
+                let real = domain == Domain::Real;
                 let ch = &m.channels[0];
                 for len in [0usize, 1, 7, 8, 15, 16, 17, 47, 48, 49, 97, 130] {
                     let xs: Vec<f64> = (0..len)
@@ -496,25 +505,31 @@ mod tests {
                             if i % 3 == 0 {
                                 special[(i / 3) % special.len()]
                             } else {
-                                -1.2 + 2.4 * ((i * 37) % 101) as f64 / 100.0
+                                let u = ((i * 37) % 101) as f64 / 100.0;
+                                if real {
+                                    // Tails included: z = (y + 0.3)/1.7 up to ±60.
+                                    -100.0 + 200.0 * u * u
+                                } else {
+                                    -1.2 + 2.4 * u
+                                }
                             }
                         })
                         .collect();
                     for (kind, code) in [(Kind::Pdf, PDF), (Kind::LogPdf, LOGPDF), (Kind::Cdf, CDF)]
                     {
                         let mut want = vec![0.0; len];
-                        row_scalar(ch, Domain::Interval, kind, &xs, &mut want);
+                        row_scalar(ch, domain, kind, &xs, &mut want);
                         let mut got = Vec::new();
                         if has_avx2 {
                             let mut o = vec![0.0; len];
                             // SAFETY: avx2 and fma detected above.
-                            unsafe { row_avx2(ch, Domain::Interval, kind, &xs, &mut o) };
+                            unsafe { row_avx2(ch, domain, kind, &xs, &mut o) };
                             got.push(("avx2", o));
                         }
                         if has_avx512 {
                             let mut o = vec![0.0; len];
                             // SAFETY: avx512f, avx2 and fma detected above.
-                            unsafe { super::super::avx512::row_interval(ch, code, &xs, &mut o) };
+                            unsafe { super::super::avx512::row(ch, real, code, &xs, &mut o) };
                             got.push(("avx512", o));
                         }
                         for (name, o) in &got {
@@ -523,7 +538,11 @@ mod tests {
                                 let ok = (a.is_nan() && b.is_nan())
                                     || a == b
                                     || (a - b).abs() <= 1e-13 * a.abs().max(1.0) * (n as f64 + 1.0);
-                                assert!(ok, "{name} {kind:?} n={n} x={}: {b} vs scalar {a}", xs[i]);
+                                assert!(
+                                    ok,
+                                    "{name} {domain:?} {kind:?} n={n} x={}: {b} vs scalar {a}",
+                                    xs[i]
+                                );
                             }
                         }
                     }
