@@ -11,10 +11,12 @@
 //!
 //! Performance notes (Zen 5, N = 32, 10⁶ samples, one thread, LTO): ~11 M samples/s with the
 //! AVX2 Horner, ~12.7 M/s with the AVX-512 one (`avx512::cis_horner2`, bit-identical draws).
-//! perf then shows `cis_horner2` at only ~18%, `InverseTable::start` ~33% (not inlined; the
-//! guide scan and the Hermite/linear branch mispredict per lane) and the rest of `ppf_run`
-//! ~40% (per-sample `Stream::new`, scalar `Lane::update` with branches). The next gain is a
-//! branch-free, vectorised start and update, not the Horner.
+//! perf then showed `cis_horner2` at only ~18%, `InverseTable::start` ~33% (a call per lane,
+//! not inlined) and the rest of `ppf_run` ~40% (per-sample `Stream::new`, scalar
+//! `Lane::update` with branches). `#[inline(always)]` on `start` and `update`: ~15 M/s. Now
+//! `cis_horner2` ~22%, the rest is spread over the scalar per-lane Newton bookkeeping (the
+//! largest single stall waits on the `f/p` division); the next gain would be a branch-free,
+//! vectorised start and update, not the Horner.
 
 use super::eval::{check_rows, cis_block, CHUNK, W};
 use super::model::{Channel, Domain, Model, C64};
@@ -74,7 +76,7 @@ impl InverseTable {
     }
 
     /// Bracket and start for `q ∈ (0, 1)`: `(lo, hi, f_lo, f_hi, x0)` with `f = P − q`.
-    #[inline]
+    #[inline(always)]
     fn start(&self, q: f64) -> (f64, f64, f64, f64, f64) {
         let g = self.p.len() - 1;
         let gi = ((q * self.guide.len() as f64) as usize).min(self.guide.len() - 1);
@@ -173,7 +175,7 @@ impl Lane {
     }
 
     /// One step given `p(x)` and `f = P(x) − q`.
-    #[inline]
+    #[inline(always)]
     fn update(&mut self, p: f64, f: f64) {
         if f == 0.0 {
             self.done = true;
