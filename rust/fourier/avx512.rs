@@ -1,9 +1,11 @@
-//! AVX-512F kernels for `pdf` / `logpdf` / `cdf` on the interval domain.
+//! AVX-512F kernels for `pdf` / `logpdf` / `cdf` on both domains, and the sincos + two-
+//! polynomial Horner of the sampler's Newton steps.
 //!
 //! A block is `NV` 8-wide vectors (`BLOCK = 8·NV` points) kept in `zmm` registers from the
-//! load of `x` to the store of the result: `sincospi`, complex Horner, `|g|²` (or `ln`, or the
-//! CDF's `Re(z·H)`), support masks. Every function here must only be called after
-//! `simd::level()` reported Avx512 (which implies avx512f, avx2 and fma).
+//! load of `x` to the store of the result: (real line: `exp`/`expm1` → `tanh`, `sech²`,
+//! `log sech²`), `sincospi`, complex Horner, `|g|²` (or `ln`, or the CDF's `Re(z·H)`), support
+//! masks. Every function here must only be called after `simd::level()` reported Avx512
+//! (which implies avx512f, avx2 and fma).
 //!
 //! Performance notes (Zen 5, 512-bit datapath, 2 FMA pipes × 4-cycle latency): complex
 //! Horner costs 4 FMAs per coefficient per vector with a 2-FMA (8-cycle) dependency chain
