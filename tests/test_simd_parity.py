@@ -25,6 +25,11 @@ FUNCS: dict[str, Callable[[np.ndarray], Any]] = {
     "sparsemax": probcraft.sparsemax,
     "entmax15": probcraft.entmax15,
     "softmax_T": lambda x: probcraft.softmax(x, temperature=0.37),
+    "topk_softmax_3": lambda x: probcraft.topk_softmax(x, 3),
+    "topk_softmax_40": lambda x: probcraft.topk_softmax(x, 40),
+    "entmax_1.25": lambda x: probcraft.entmax(x, alpha=1.25),
+    "entmax_1.5_general": lambda x: probcraft.entmax(x, alpha=1.5000001),
+    "entmax_3": lambda x: probcraft.entmax(x, alpha=3.0),
 }
 POINT_FUNCS: dict[str, Callable[[np.ndarray], Any]] = {
     "pdf": DENSITY.pdf,
