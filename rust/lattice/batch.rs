@@ -203,6 +203,16 @@ pub fn at_item(e: Error, i: usize) -> Error {
     }
 }
 
+/// Item `i`'s random stream; Viterbi draws nothing, so it gets a constant one instead of
+/// paying for the seed derivation per item (1.5 % of batch Viterbi time on short lines).
+#[inline(always)]
+fn item_stream(mode: Mode, seed: u64, stream_offset: u64, i: usize) -> Stream {
+    match mode {
+        Mode::Viterbi => Stream::fixed(),
+        Mode::Sample { .. } => Stream::new(seed, stream_offset.wrapping_add(i as u64)),
+    }
+}
+
 /// Flat batch output: `ids[offsets[i]..offsets[i+1]]` are item `i`'s ids (Arrow list layout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flat {
@@ -267,7 +277,7 @@ fn encode_batch_with<T: Sync>(
             let mut offsets = Vec::with_capacity(texts.len() + 1);
             offsets.push(0i64);
             for (i, t) in texts.iter().enumerate() {
-                let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
+                let mut rng = item_stream(mode, seed, stream_offset, i);
                 encode_input(model, input(t), mode, &mut rng, ws, &mut ids)
                     .map_err(|e| at_item(e, i))?;
                 offsets.push(ids.len() as i64);
@@ -289,7 +299,7 @@ fn encode_batch_with<T: Sync>(
                     let mut ends = Vec::with_capacity(items.len());
                     for (j, t) in items.iter().enumerate() {
                         let i = c * chunk + j;
-                        let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
+                        let mut rng = item_stream(mode, seed, stream_offset, i);
                         encode_input(model, input(t), mode, &mut rng, ws, &mut ids)
                             .map_err(|e| at_item(e, i))?;
                         ends.push(ids.len() as i64);
