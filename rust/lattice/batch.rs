@@ -48,6 +48,41 @@
 //! dependent double-array steps; a code-point-indexed first level would cut that, but it is
 //! a larger change); returning n-best as one array plus offsets (would change the API: the
 //! ten small numpy arrays per line are now a visible share of `nbest` time).
+//!
+//! ## Round 3 (issue #3 bars; fastbuild wheel, CPU time, min of 12 runs, same process as
+//! sentencepiece; the machine was shared, so ±10 %)
+//!
+//! Profile of batch Viterbi on botchan before (per unit ≈ 80 cycles at 2.6 GHz): pass
+//! relaxation + ends (`run_pass_avx512`) 25 %, lockstep walk 20 %, normaliser 12 %,
+//! `CharTrie::symbols` 9 %, `list_edges` 7 %, `emit_from_back` 3 %, `Stream::new` 1 %,
+//! Python-side list walk and the rest ~15 %; per-line overhead (one joined text against the
+//! 4288 lines) ~10 %.
+//!
+//! Done, and what each gave:
+//! - normaliser: a branch-light ASCII loop (`Normalizer::ascii_fast`): 5.2 -> 1.8 ns/byte on
+//!   botchan, no change on zh;
+//! - Viterbi winner select by `select_unpredictable` (a `cmov`) instead of a `black_box`
+//!   mask (a stack store + reload per edge): with the normaliser, en 45 -> 51 MB/s;
+//! - perfect sampling (linear domain): one uniform per edge and the replacement as a select
+//!   instead of one uniform per replacement behind a data-dependent branch, and the pass's
+//!   `block` with its fields in locals: perfect ÷ Viterbi time 1.50 -> 1.12 (en) and
+//!   1.62 -> 1.13 (zh). This changes which segmentation a seed draws (same distribution);
+//! - Viterbi items get a constant stream instead of deriving one per item (~1 %).
+//!
+//! Tried, no gain (left out): `CharTrie::symbols` without the `b < 0x80` branch per
+//! character, first as selects (the `p -> load -> length -> p` chain then costs ~8 cycles a
+//! unit, 2.5 -> 4.0 ns/unit) and then walking the set bits of an 8-byte word's character
+//! starts (also ~4 ns/unit: more work per unit than the mispredicts it saves); the lockstep
+//! walk with 3 or 4 blocks in flight instead of 2 (same or slower: the walk is not bound by
+//! gather latency with two chains); making the jump-based reservoir branch-free (the stream
+//! state then depends on every outcome: a serial chain through a division per edge, slower
+//! than the mispredicts).
+//!
+//! Still short of the 3x bar on botchan Viterbi (about 2.1-2.2x here): what is left is
+//! spread over the relaxation's store-to-load chain through the score ring (~13 cycles per
+//! unit: `S(s)` is stored by the last edge into `s` and reloaded by the first edge out of
+//! it), the walk (whose depth per 16-lane block is the deepest lane's; refilling finished
+//! lanes with new starts would cut it but needs per-start edge lists), and `symbols`.
 
 use std::cell::RefCell;
 
