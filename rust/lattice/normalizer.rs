@@ -269,6 +269,8 @@ pub struct Normalizer {
     /// a space that becomes the escape mark (`plain_space` with `escape_whitespaces`), 0
     /// stops the fast loop. All 0 when the fast loop does not apply.
     fast_class: [u8; 128],
+    /// Some entry of `fast_class` is not 0.
+    has_fast: bool,
 }
 
 impl Normalizer {
@@ -290,6 +292,7 @@ impl Normalizer {
             ascii_pass: [false; 256],
             plain_cp: Vec::new(),
             fast_class: [0; 128],
+            has_fast: false,
         }
         .with_plain_table())
     }
@@ -407,6 +410,7 @@ impl Normalizer {
                 0
             };
         }
+        self.has_fast = self.fast_class.iter().any(|&c| c != 0);
         self
     }
 
@@ -657,7 +661,7 @@ impl Normalizer {
             push(out, &mut offsets, space, consumed);
         }
         let mut prev_space = s.remove_extra_whitespaces;
-        let fast = offsets.is_none() && self.fast_class.iter().any(|&c| c != 0);
+        let fast = offsets.is_none() && self.has_fast;
         while !input.is_empty() {
             if fast {
                 let k = self.ascii_fast(input, out, &mut prev_space);
@@ -728,7 +732,16 @@ impl Normalizer {
             }
         }
         if s.remove_extra_whitespaces {
-            while out.ends_with(space) {
+            // (A byte loop, not `ends_with`: that is a `memcmp` call per text.)
+            let ends_with_space = |out: &[u8]| {
+                out.len() >= space.len()
+                    && out
+                        .iter()
+                        .rev()
+                        .zip(space.iter().rev())
+                        .all(|(a, b)| a == b)
+            };
+            while ends_with_space(out) {
                 let len = out.len() - space.len();
                 out.truncate(len);
                 if let Some(o) = offsets.as_deref_mut() {
@@ -954,6 +967,7 @@ mod tests {
         n.ascii_pass = [false; 256];
         n.plain_cp = Vec::new();
         n.fast_class = [0; 128];
+        n.has_fast = false;
         n
     }
 
