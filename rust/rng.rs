@@ -44,6 +44,13 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A constant stream for callers that draw nothing (no seed derivation).
+    pub(crate) const fn fixed() -> Self {
+        Stream {
+            s: [GOLDEN, !GOLDEN, 1, 2],
+        }
+    }
+
     pub fn new(seed: u64, stream: u64) -> Self {
         let mut x = derive_seed(seed, stream);
         let mut s = [0u64; 4];

@@ -48,6 +48,51 @@
 //! dependent double-array steps; a code-point-indexed first level would cut that, but it is
 //! a larger change); returning n-best as one array plus offsets (would change the API: the
 //! ten small numpy arrays per line are now a visible share of `nbest` time).
+//!
+//! ## Round 3 (issue #3 bars; fastbuild wheel, CPU time, min of 12 runs, same process as
+//! sentencepiece; the machine was shared, so ±10 %)
+//!
+//! Profile of batch Viterbi on botchan before (per unit ≈ 80 cycles at 2.6 GHz): pass
+//! relaxation + ends (`run_pass_avx512`) 25 %, lockstep walk 20 %, normaliser 12 %,
+//! `CharTrie::symbols` 9 %, `list_edges` 7 %, `emit_from_back` 3 %, `Stream::new` 1 %,
+//! Python-side list walk and the rest ~15 %; per-line overhead (one joined text against the
+//! 4288 lines) ~10 %.
+//!
+//! Done, and what each gave:
+//! - normaliser: a branch-light ASCII loop (`Normalizer::ascii_fast`): 5.2 -> 1.8 ns/byte on
+//!   botchan, no change on zh;
+//! - Viterbi winner select by `select_unpredictable` (a `cmov`) instead of a `black_box`
+//!   mask (a stack store + reload per edge): with the normaliser, en 45 -> 51 MB/s;
+//! - perfect sampling (linear domain): one uniform per edge and the replacement as a select
+//!   instead of one uniform per replacement behind a data-dependent branch, and the pass's
+//!   `block` with its fields in locals: perfect ÷ Viterbi time 1.50 -> 1.12 (en) and
+//!   1.62 -> 1.13 (zh). This changes which segmentation a seed draws (same distribution);
+//! - Viterbi items get a constant stream instead of deriving one per item (~1 %).
+//!
+//! Tried, no gain (left out): `CharTrie::symbols` without the `b < 0x80` branch per
+//! character, first as selects (the `p -> load -> length -> p` chain then costs ~8 cycles a
+//! unit, 2.5 -> 4.0 ns/unit) and then walking the set bits of an 8-byte word's character
+//! starts (also ~4 ns/unit: more work per unit than the mispredicts it saves); the lockstep
+//! walk with 3 or 4 blocks in flight instead of 2 (same or slower: the walk is not bound by
+//! gather latency with two chains); making the jump-based reservoir branch-free (the stream
+//! state then depends on every outcome: a serial chain through a division per edge, slower
+//! than the mispredicts); the character trie's units packed in 32 bits (base, flag and a
+//! 16-bit check, for tries of at most 2^15 units: both shared models fit) so that a walk
+//! step is one 16-lane gather instead of two 8-lane ones (viterbi pass alone, same process,
+//! alternating: 4.62 vs 4.68 ms on botchan, 15.58 vs 15.64 ms on zh_fortunes: the walk is
+//! not gather-bound either).
+//!
+//! Still short of the 3x bar on botchan Viterbi (about 2.1-2.2x here): what is left is
+//! spread over the relaxation's store-to-load chain through the score ring (~13 cycles per
+//! unit: `S(s)` is stored by the last edge into `s` and reloaded by the first edge out of
+//! it), the walk (whose depth per 16-lane block is the deepest lane's; refilling finished
+//! lanes with new starts would cut it but needs per-start edge lists), and `symbols`.
+//! Per-text overhead is the other lever: 4288 botchan lines cost ~25 % more than the same
+//! text joined into 268 texts of 16 lines (fixed costs ~130 ns per text — list walk, ring
+//! and `back` resets, window setup, trailing partial 16-lane blocks walked as full ones).
+//! Packing many short texts into one pass would need the score to restart at exactly 0 at
+//! every text boundary (the f32 sums must match SentencePiece's per text), e.g. a
+//! separator unit no piece contains whose edge resets the ring slot: not attempted.
 
 use std::cell::RefCell;
 
@@ -201,6 +246,16 @@ pub fn at_item(e: Error, i: usize) -> Error {
     }
 }
 
+/// Item `i`'s random stream; Viterbi draws nothing, so it gets a constant one instead of
+/// paying for the seed derivation per item (1.5 % of batch Viterbi time on short lines).
+#[inline(always)]
+fn item_stream(mode: Mode, seed: u64, stream_offset: u64, i: usize) -> Stream {
+    match mode {
+        Mode::Viterbi => Stream::fixed(),
+        Mode::Sample { .. } => Stream::new(seed, stream_offset.wrapping_add(i as u64)),
+    }
+}
+
 /// Flat batch output: `ids[offsets[i]..offsets[i+1]]` are item `i`'s ids (Arrow list layout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flat {
@@ -265,7 +320,7 @@ fn encode_batch_with<T: Sync>(
             let mut offsets = Vec::with_capacity(texts.len() + 1);
             offsets.push(0i64);
             for (i, t) in texts.iter().enumerate() {
-                let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
+                let mut rng = item_stream(mode, seed, stream_offset, i);
                 encode_input(model, input(t), mode, &mut rng, ws, &mut ids)
                     .map_err(|e| at_item(e, i))?;
                 offsets.push(ids.len() as i64);
@@ -285,7 +340,7 @@ fn encode_batch_with<T: Sync>(
                 let mut ends = Vec::with_capacity(items.len());
                 for (j, t) in items.iter().enumerate() {
                     let i = c * chunk + j;
-                    let mut rng = Stream::new(seed, stream_offset.wrapping_add(i as u64));
+                    let mut rng = item_stream(mode, seed, stream_offset, i);
                     encode_input(model, input(t), mode, &mut rng, ws, &mut ids)
                         .map_err(|e| at_item(e, i))?;
                     ends.push(ids.len() as i64);

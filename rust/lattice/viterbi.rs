@@ -138,10 +138,10 @@ impl<const USER: bool, const IDS: bool> Forward<'_, USER, IDS> {
     /// The f32 relaxation, branch-free: whether a later edge beats the holder is
     /// data-dependent (the first edge into a position always does), so a branch here
     /// mispredicts often. The best score is a `max`; the winner's node is stored
-    /// unconditionally, selected by a mask that goes through `black_box`, so that
-    /// the compiler cannot see it comes from a comparison and turn the selects back into
-    /// branches (it does, otherwise). The mask only feeds that store, off the chain of
-    /// dependent scores.
+    /// unconditionally, chosen by `select_unpredictable` (a `cmov`), which only feeds that
+    /// store, off the chain of dependent scores. (It used to be a mask through `black_box`,
+    /// which kept LLVM from turning the select back into a branch but cost a stack store
+    /// and reload per edge; the `cmov` made batch Viterbi ~8 % faster on botchan.)
     ///
     /// # Safety
     /// `ring` and `node` have `mask + 1` entries.
@@ -163,9 +163,8 @@ impl<const USER: bool, const IDS: bool> Forward<'_, USER, IDS> {
             let old = ring.get_unchecked_mut(slot);
             let better = cand > *old;
             *old = if better { cand } else { *old };
-            let m = std::hint::black_box((better as u32).wrapping_neg());
             let n = node.get_unchecked_mut(slot);
-            *n = (nd & m) | (*n & !m);
+            *n = std::hint::select_unpredictable(better, nd, *n);
         }
     }
 }
