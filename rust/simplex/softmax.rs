@@ -547,6 +547,66 @@ mod tests {
         }
     }
 
+    /// The whole-array path gives the bits of `softmax_row`, with special rows between normal
+    /// ones, rows of one and of several blocks, serially and on two threads, and for strided
+    /// outputs.
+    #[test]
+    fn array_path_matches_softmax_row() {
+        use ndarray::{ArrayD, IxDyn};
+        fn check<T: Float>(rows: usize, n: usize, c: f64) {
+            let x = ArrayD::from_shape_fn(IxDyn(&[rows, n]), |i| {
+                let (r, j) = (i[0], i[1]);
+                let v = ((r * 31 + j * 7919) % 113) as f64 * 0.37 - 20.0;
+                let v = match r % 7 {
+                    1 if j == n / 2 => f64::NAN,
+                    2 => f64::NEG_INFINITY,
+                    3 if j % 3 == 0 => f64::INFINITY,
+                    4 if j < 2048.min(n - 1) => f64::NEG_INFINITY,
+                    _ => v,
+                };
+                T::from_f64(v)
+            });
+            let ct = T::from_f64(c);
+            let mut want = x.clone();
+            let mut b = Vec::new();
+            for r in 0..rows {
+                let xr = x.index_axis(ndarray::Axis(0), r).to_owned();
+                let mut o = vec![T::ZERO; n];
+                softmax_row(xr.as_slice().unwrap(), ct, &mut o, &mut b);
+                for j in 0..n {
+                    want[[r, j]] = o[j];
+                }
+            }
+            let same = |a: &ArrayD<T>| {
+                a.iter().zip(want.iter()).all(|(g, w)| {
+                    g.to_f64().to_bits() == w.to_f64().to_bits() || (g.is_nan() && w.is_nan())
+                })
+            };
+            for threads in [1, 2] {
+                let mut out = ArrayD::from_elem(IxDyn(&[rows, n]), T::ONE);
+                softmax(
+                    &x.view(),
+                    1,
+                    Params(&[1.0 / c]),
+                    &mut out.view_mut(),
+                    Some(threads),
+                )
+                .unwrap();
+                assert!(same(&out), "rows={rows} n={n} threads={threads}");
+                // A transposed output: strided rows, built in scratch and copied out.
+                let mut t = ArrayD::from_elem(IxDyn(&[n, rows]), T::ONE);
+                let mut tv = t.view_mut().reversed_axes();
+                softmax(&x.view(), 1, Params(&[1.0 / c]), &mut tv, Some(threads)).unwrap();
+                assert!(same(&tv.to_owned()), "strided rows={rows} n={n}");
+            }
+        }
+        for (rows, n) in [(1, 1), (9, 7), (15, 1024), (40, 2049), (12, 5000)] {
+            check::<f32>(rows, n, 1.0);
+            check::<f32>(rows, n, 0.7);
+            check::<f64>(rows, n, 1.0);
+        }
+    }
+
     #[test]
     fn special_values() {
         let mut b = Vec::new();
