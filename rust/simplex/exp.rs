@@ -25,6 +25,41 @@
 //! same formulas without FMA, so forced-scalar and SIMD runs agree to about one ulp; the
 //! tests call every detected level's kernels directly against the scalar ones.
 //!
+//! Performance notes, AMD EPYC Zen 5 (2-vCPU KVM VM, full 512-bit AVX-512, L2 1 MiB per core,
+//! L3 32 MiB: the 16 MiB bench arrays now live in L3 and `np.copyto` runs at 30–55 GB/s, so
+//! softmax is compute-bound there). The VM was shared with other jobs throughout: A/B in one
+//! process, thread CPU time, min over many; absolute figures moved ±20% between runs.
+//! * Issue rates measured with inline asm (12 independent chains, zmm): vfmadd, vmulps, vaddps,
+//!   vmaxps and vpermps 2 per cycle each, vpaddd 4, vscalefps 1; mixed FMA+add pairs about 3
+//!   vector operations per cycle. The float32 exp-store-sum is bound by that issue rate.
+//! * `vscalefps` made the no-clamp kernel *slower* than the clamped one (exp-store-sum of a
+//!   1024-wide row in L1: 0.162 against 0.124 ns/element); 2ⁿ built in the exponent bits and a
+//!   multiply instead: 0.112.
+//! * The table exp (16 entries, cubic: 14 vector operations per 16 elements, 7 of them FMA,
+//!   against 16 with 10 FMA): 0.112 → 0.100 ns/element; a whole 1024-wide row in L1 (max+min,
+//!   exp-store-sum, scale) 0.219 → ~0.18 together with the item below.
+//! * Per row, the scalar f64 `exp` (twice) and `ln` are skipped where they are exp(0), exp(−∞)
+//!   or unused (softmax itself does not need `log Σ`).
+//! * Prefetch distances re-checked: none is 15–25% slower on all three shapes; the input 4 KiB
+//!   ahead is worse on 64×65536; 16 KiB ahead (output 8 KiB) no better than 8 KiB / 4 KiB:
+//!   kept. `prefetchnta` for the input: no change. `BLOCK` 4096 instead of 2048: no change.
+//! * 8×262144 (rows of 1 MiB; in and out fit in L3, `np.copyto` 45–55 GB/s): per element,
+//!   pass 1 (per 2048-block max+min then exp-store-sum) 0.142 ns, with the scale pass 0.165
+//!   (0.170 when it ran front to back: it now starts at the last block, still in L2), the whole
+//!   call ~0.19. 0.5× of `np.copyto` needs ~0.15: it takes a cheaper exp than this.
+//! * Tried and left: deferring each row's scale pass into the next row's first pass (one block
+//!   of the previous row after each block of the current one, the last row finished when the
+//!   per-thread scratch drops): same bits, no measurable gain (32×1024 in L2 0.20 ns/element
+//!   either way, 8×262144 the same), so not worth its raw-pointer bookkeeping. The per-block
+//!   libm `exp` of pass 1 replaced by `exp_neg_f64`: no change.
+//! * Not done (ideas): fold `x − m` into the reduction (`t = fma(x, 16/ln 2, C)` with
+//!   `C = 1.5·2²³ − round(m·16/ln 2)`, the row constant absorbed into the final factor): one
+//!   operation of 14, but the FMA-less scalar path would lose accuracy for large |x|; drop the
+//!   table-rounding correction: one permute, but ~1 ulp instead of 0.57.
+//! * Streaming outputs (≥ the LLC): the store fence now runs once per thread and task batch
+//!   (when the per-thread scratch drops, `layout::Work::unfenced`) instead of once per row;
+//!   outputs with strided rows (built in a scratch row and copied out) no longer stream.
+//!
 //! Performance notes, Intel Sapphire Rapids (2-vCPU KVM VM with AVX-512, reporting a 260 MiB
 //! L3, shared with other jobs: the second vCPU was busy during most measurements); LTO wheel,
 //! float32, one thread, `benches/compare.py --engine softmax` (ratios are throughput relative
