@@ -71,7 +71,9 @@
 //!   the quiet moments (1 thread ~10 GB/s, 2 threads 16–17 GB/s, `np.copyto` 17–19 GB/s); the
 //!   per-batch fence was not measurably better here. The second vCPU was rarely idle: a 1.8×
 //!   bar needs a quiet machine even to be measured, and the lead's two-process ceiling for
-//!   this workload was 1.72×.
+//!   this workload was 1.72×. One quiet `compare.py` run gave 1.79× (10.48 → 18.79 GB/s); one
+//!   `scaling_ceiling.py` run gave two processes 1.91× but `num_threads=2` 1.61×: an
+//!   in-process gap worth a look on the threading side (task split, pool), not in the kernel.
 //!
 //! Performance notes, Intel Sapphire Rapids (2-vCPU KVM VM with AVX-512, reporting a 260 MiB
 //! L3, shared with other jobs: the second vCPU was busy during most measurements); LTO wheel,
