@@ -29,8 +29,9 @@ length 1             1 (NaN for ``-inf``/NaN)        0                      the 
 
 (scipy returns NaN for rows with ``+inf``; the equal split is the limit of softmax as those
 entries grow together.) Taylor softmax is not shift invariant: ``f_k(+-inf) = inf``, so both
-infinities share the mass there. Results below the smallest normal number (1.2e-38 in float32)
-are flushed to zero by the vectorised ``exp``.
+infinities share the mass there. Exponentials below about the smallest normal number are
+flushed to zero by the vectorised ``exp`` (float32: ``exp(x - max) < exp(-87) ~ 1.6e-38``;
+float64: below 2.2e-308).
 
 Gaussian perturb-max (``perturbmax(x, "gaussian")``) is computed by quadrature with
 ``n_points`` Gauss-Legendre nodes over the range of the maximum (see ``rust/simplex/

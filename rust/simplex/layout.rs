@@ -304,6 +304,18 @@ pub(crate) struct Work<T> {
     pub f: Vec<f64>,
     pub g: Vec<f64>,
     pub idx: Vec<u32>,
+    /// Set by a kernel that wrote with non-temporal stores and left them unfenced: the store
+    /// fence runs when this scratch is dropped, on the thread that wrote, before its part of
+    /// the call completes (one fence per thread and task batch instead of one per row).
+    pub unfenced: bool,
+}
+
+impl<T> Drop for Work<T> {
+    fn drop(&mut self) {
+        if self.unfenced {
+            super::exp::streaming_done();
+        }
+    }
 }
 
 impl<T> Work<T> {
@@ -315,6 +327,7 @@ impl<T> Work<T> {
             f: Vec::new(),
             g: Vec::new(),
             idx: Vec::new(),
+            unfenced: false,
         }
     }
 }
