@@ -65,7 +65,7 @@
 //! * Result, LTO wheels of main and of this work loaded side by side in one Python process
 //!   (interleaved bursts of 40 calls, best of 12; `np.copyto` 25–50 GB/s): 4096×1024
 //!   0.44–0.55 → 0.48–0.57 of `np.copyto` (+5–9%), 64×65536 0.55–0.62 either way (its 16 MiB in
-//!   + 16 MiB out fill the L3: memory-bound, the faster exp does not show), 8×262144 0.38–0.39
+//!   and 16 MiB out fill the L3: memory-bound, the faster exp does not show), 8×262144 0.38–0.39
 //!   → 0.42–0.43 (+10%); in L2 (out=, steady state) 0.29 → 0.27 ns/element on 32×1024 and
 //!   0.207 → 0.183 on 8×262144. 512 MiB, 2 threads against 1: 1.56–1.73× for both builds in
 //!   the quiet moments (1 thread ~10 GB/s, 2 threads 16–17 GB/s, `np.copyto` 17–19 GB/s); the
