@@ -201,6 +201,15 @@ fn encode_prepared(
         Input::Bytes(b) => model.prepare_into(b, norm)?,
         Input::Str(s) => model.prepare_str_into(s, norm)?,
     };
+    // Viterbi word by word from the per-thread cache where that is provably exact (see
+    // `wordcache`); otherwise (or on any doubt) the full pass below.
+    if mode == Mode::Viterbi
+        && !ws.word_cache_off
+        && super::wordcache::enabled_by_env()
+        && ws.word_cache.encode(model, prepared, out)
+    {
+        return Ok(());
+    }
     // Single-pass decoders emit straight from their back-pointers (O(L) memory, no path).
     let direct = !matches!(
         mode,
