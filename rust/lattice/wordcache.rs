@@ -109,6 +109,7 @@ pub struct WordCache {
     second: Vec<f64>,
     back: Vec<u16>,
     lab: Vec<u32>,
+    cuts: Vec<u32>,
 }
 
 #[inline(always)]
@@ -127,7 +128,34 @@ fn hash(b: &[u8]) -> u64 {
         t[..r.len()].copy_from_slice(r);
         h = (h.rotate_left(5) ^ u64::from_le_bytes(t)).wrapping_mul(K);
     }
-    h ^ (h >> 29)
+    // The product's high bits depend on every input bit (the low ones only on the low
+    // input bits, which are the mark's bytes for most words): the table index uses them.
+    h
+}
+
+/// Table slot of a hash: its top bits.
+#[inline(always)]
+fn slot(h: u64) -> usize {
+    (h >> (64 - TABLE.trailing_zeros())) as usize
+}
+
+/// Byte equality of two short slices without a `memcmp` call.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        if u64::from_le_bytes(x.try_into().unwrap()) != u64::from_le_bytes(y.try_into().unwrap()) {
+            return false;
+        }
+    }
+    ca.remainder()
+        .iter()
+        .zip(cb.remainder())
+        .all(|(x, y)| x == y)
 }
 
 impl WordCache {
@@ -159,6 +187,35 @@ impl WordCache {
             self.clear();
             self.uid = model.uid();
         }
+        // Word ends first: a line with a long word (most Chinese lines) takes the full pass
+        // without paying for lookups of its other words.
+        let mut cuts = std::mem::take(&mut self.cuts);
+        cuts.clear();
+        let mut a = 0;
+        while a < n {
+            // The next mark after `a` (continuation bytes are never 0xE2, so none starts at
+            // a + 1 or a + 2 when one starts at a).
+            let b = find_mark(text, a + 1).unwrap_or(n);
+            if b - a > MAX_WORD {
+                self.cuts = cuts;
+                self.stats.fallbacks += 1;
+                return false;
+            }
+            cuts.push(b as u32);
+            a = b;
+        }
+        let r = self.encode_words(model, text, &cuts, out);
+        self.cuts = cuts;
+        r
+    }
+
+    fn encode_words(
+        &mut self,
+        model: &Model,
+        text: &[u8],
+        cuts: &[u32],
+        out: &mut Vec<i32>,
+    ) -> bool {
         let start_len = out.len();
         let merge = model.merges_unk() && !model.byte_fallback();
         let s_max = model.max_abs_score();
@@ -166,16 +223,9 @@ impl WordCache {
         let mut abs_sum = 0f64;
         let mut prev_unk = false;
         let mut a = 0;
-        while a < n {
-            // The next mark after `a` (continuation bytes are never 0xE2, so none starts at
-            // a + 1 or a + 2 when one starts at a).
-            let b = find_mark(text, a + 1).unwrap_or(n);
+        for &b in cuts {
+            let b = b as usize;
             let word = &text[a..b];
-            if word.len() > MAX_WORD {
-                out.truncate(start_len);
-                self.stats.fallbacks += 1;
-                return false;
-            }
             let e = match self.lookup(word) {
                 Some(e) => {
                     self.stats.hits += 1;
@@ -195,7 +245,10 @@ impl WordCache {
             }
             let ids = &self.ids[e.ids_off as usize..(e.ids_off + e.ids_len) as usize];
             let skip = (merge && prev_unk && e.first_unk) as usize;
-            out.extend_from_slice(&ids[skip..]);
+            // Mostly one or two ids: a loop, not a `memmove` call.
+            for &x in &ids[skip..] {
+                out.push(x);
+            }
             prev_unk = e.last_unk;
             abs_sum += e.abs;
             a = b;
@@ -207,7 +260,7 @@ impl WordCache {
     fn lookup(&self, word: &[u8]) -> Option<Entry> {
         let h = hash(word);
         let mask = TABLE - 1;
-        let mut i = h as usize & mask;
+        let mut i = slot(h);
         loop {
             let x = self.table[i];
             if x == u32::MAX {
@@ -215,8 +268,10 @@ impl WordCache {
             }
             let e = &self.entries[x as usize];
             if e.hash == h
-                && e.key_len as usize == word.len()
-                && &self.keys[e.key_off as usize..(e.key_off + e.key_len) as usize] == word
+                && same(
+                    &self.keys[e.key_off as usize..(e.key_off + e.key_len) as usize],
+                    word,
+                )
             {
                 return Some(*e);
             }
@@ -251,7 +306,7 @@ impl WordCache {
         }
         e.ids_len = self.ids.len() as u32 - e.ids_off;
         let mask = TABLE - 1;
-        let mut i = h as usize & mask;
+        let mut i = slot(h);
         while self.table[i] != u32::MAX {
             i = (i + 1) & mask;
         }
@@ -455,8 +510,14 @@ mod tests {
         assert!(!bad.word_cut());
         let mut ws = Workspace::new();
         for t in ["a b", "ab a b", "a b a b"] {
-            assert_eq!(enc(&bad, t.as_bytes(), &mut ws), reference(&bad, t.as_bytes()));
-            assert_eq!(enc(&ok, t.as_bytes(), &mut ws), reference(&ok, t.as_bytes()));
+            assert_eq!(
+                enc(&bad, t.as_bytes(), &mut ws),
+                reference(&bad, t.as_bytes())
+            );
+            assert_eq!(
+                enc(&ok, t.as_bytes(), &mut ws),
+                reference(&ok, t.as_bytes())
+            );
         }
         // "a▁b" spans a cut: the cache would have split it.
         assert_eq!(enc(&bad, b"a b", &mut ws), vec![1, 3]);
@@ -516,8 +577,7 @@ mod tests {
 
     fn arb_words() -> impl Strategy<Value = String> {
         let parts = vec!["a", "b", "ab", "ba", "é", "x", " ", " ", "aab", "abab"];
-        proptest::collection::vec(proptest::sample::select(parts), 0..200)
-            .prop_map(|v| v.concat())
+        proptest::collection::vec(proptest::sample::select(parts), 0..200).prop_map(|v| v.concat())
     }
 
     proptest! {
