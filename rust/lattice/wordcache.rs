@@ -238,7 +238,8 @@ impl WordCache {
             };
             let l = word.len() as f64;
             let bound = 8.0 * l * U * (abs_sum + l * s_max) * (1.0 + 1.0 / 1024.0);
-            if !(e.margin > bound) {
+            // (A NaN margin, impossible with finite scores, would also fall back.)
+            if e.margin.partial_cmp(&bound) != Some(std::cmp::Ordering::Greater) {
                 out.truncate(start_len);
                 self.stats.fallbacks += 1;
                 return false;
