@@ -48,12 +48,14 @@ use super::model::Model;
 
 /// Longest word (bytes) looked up; longer words make the line take the full pass.
 const MAX_WORD: usize = 48;
+// Entries store word and id-list lengths in a byte.
+const _: () = assert!(MAX_WORD <= u8::MAX as usize);
 /// Longest text (bytes) encoded word by word (keeps `(1+u)^K <= 1 + 2^-10`, see above).
 const MAX_TEXT: usize = 8192;
 /// Entries before the cache is cleared.
-const MAX_ENTRIES: usize = 1 << 16;
+const MAX_ENTRIES: usize = 1 << 15;
 /// Open-addressing table size (power of two, at least twice `MAX_ENTRIES`).
-const TABLE: usize = 1 << 17;
+const TABLE: usize = 1 << 16;
 
 const MARK: [u8; 3] = [0xE2, 0x96, 0x81];
 
@@ -70,16 +72,17 @@ pub fn enabled_by_env() -> bool {
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    hash: u64,
+    /// High half of the word's hash.
+    hash: u32,
     key_off: u32,
-    key_len: u32,
     ids_off: u32,
-    ids_len: u32,
-    /// Minimum decision margin over the path's edge ends (f64; +inf with no competitor;
-    /// negative means "no segmentation": never usable).
-    margin: f64,
-    /// Sum of |score| along the word's path.
-    abs: f64,
+    /// Minimum decision margin over the path's edge ends, rounded down to f32 (+inf with no
+    /// competitor; negative means "no segmentation": never usable).
+    margin: f32,
+    /// Sum of |score| along the word's path, rounded up to f32.
+    abs: f32,
+    key_len: u8,
+    ids_len: u8,
     /// The path's first / last edge is an UNK edge that merges with neighbours.
     first_unk: bool,
     last_unk: bool,
@@ -239,19 +242,19 @@ impl WordCache {
             let l = word.len() as f64;
             let bound = 8.0 * l * U * (abs_sum + l * s_max) * (1.0 + 1.0 / 1024.0);
             // (A NaN margin, impossible with finite scores, would also fall back.)
-            if e.margin.partial_cmp(&bound) != Some(std::cmp::Ordering::Greater) {
+            if (e.margin as f64).partial_cmp(&bound) != Some(std::cmp::Ordering::Greater) {
                 out.truncate(start_len);
                 self.stats.fallbacks += 1;
                 return false;
             }
-            let ids = &self.ids[e.ids_off as usize..(e.ids_off + e.ids_len) as usize];
+            let ids = &self.ids[e.ids_off as usize..e.ids_off as usize + e.ids_len as usize];
             let skip = (merge && prev_unk && e.first_unk) as usize;
             // Mostly one or two ids: a loop, not a `memmove` call.
             for &x in &ids[skip..] {
                 out.push(x);
             }
             prev_unk = e.last_unk;
-            abs_sum += e.abs;
+            abs_sum += e.abs as f64;
             a = b;
         }
         self.stats.lines += 1;
@@ -268,9 +271,9 @@ impl WordCache {
                 return None;
             }
             let e = &self.entries[x as usize];
-            if e.hash == h
+            if e.hash == (h >> 32) as u32
                 && same(
-                    &self.keys[e.key_off as usize..(e.key_off + e.key_len) as usize],
+                    &self.keys[e.key_off as usize..e.key_off as usize + e.key_len as usize],
                     word,
                 )
             {
@@ -286,9 +289,9 @@ impl WordCache {
         }
         let h = hash(word);
         let mut e = Entry {
-            hash: h,
+            hash: (h >> 32) as u32,
             key_off: self.keys.len() as u32,
-            key_len: word.len() as u32,
+            key_len: word.len() as u8,
             ids_off: self.ids.len() as u32,
             ids_len: 0,
             margin: -1.0,
@@ -298,14 +301,18 @@ impl WordCache {
         };
         self.keys.extend_from_slice(word);
         if let Some((margin, abs, first_unk, last_unk)) = self.solve(model, word) {
-            e.margin = margin;
-            e.abs = abs;
+            // Conservative roundings: the margin down, the score sum up.
+            let m = margin as f32;
+            e.margin = if m as f64 > margin { m.next_down() } else { m };
+            let a = abs as f32;
+            e.abs = if (a as f64) < abs { a.next_up() } else { a };
             e.first_unk = first_unk;
             e.last_unk = last_unk;
         } else {
             self.ids.truncate(e.ids_off as usize);
         }
-        e.ids_len = self.ids.len() as u32 - e.ids_off;
+        // At most one id per byte (byte fallback) of a word of at most `MAX_WORD` bytes.
+        e.ids_len = (self.ids.len() as u32 - e.ids_off) as u8;
         let mask = TABLE - 1;
         let mut i = slot(h);
         while self.table[i] != u32::MAX {
