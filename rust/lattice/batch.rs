@@ -93,6 +93,12 @@
 //! Packing many short texts into one pass would need the score to restart at exactly 0 at
 //! every text boundary (the f32 sums must match SentencePiece's per text), e.g. a
 //! separator unit no piece contains whose edge resets the ring slot: not attempted.
+//!
+//! ## Round 4: the word cache
+//! Batch (and single-text) Viterbi now goes word by word through a per-thread, exact word
+//! cache where the model allows it (`super::wordcache`, with its proof and figures): en
+//! 2.7x -> 5+x sentencepiece. Note for the "perfect within 1.5x of Viterbi" bar: perfect
+//! sampling has no such cache, so perfect / Viterbi time on botchan went from ~1.1 to ~2.
 
 use std::cell::RefCell;
 
