@@ -137,8 +137,13 @@ thread_local! {
 pub fn with_workspace<T>(f: impl FnOnce(&mut Workspace) -> T) -> T {
     WS.with(|w| match w.try_borrow_mut() {
         Ok(mut ws) => f(&mut ws),
-        // Re-entered (a callback inside a kernel): use a fresh one.
-        Err(_) => f(&mut Workspace::new()),
+        // Re-entered (a callback inside a kernel): use a fresh one, without the word cache
+        // (whose table would be allocated and dropped for a single call).
+        Err(_) => {
+            let mut ws = Workspace::new();
+            ws.word_cache_off = true;
+            f(&mut ws)
+        }
     })
 }
 
