@@ -22,3 +22,4 @@ pub mod swor;
 pub mod trie;
 pub mod viterbi;
 pub mod vocab;
+pub mod wordcache;

@@ -90,6 +90,15 @@ pub struct Model {
     /// models), built on first use by a single-pass decoder: model rebuilds that only build
     /// lattices (EM steps) never pay for it.
     chars: OnceLock<std::result::Result<Chars, Error>>,
+    /// Unique per constructed model: tags per-thread caches (the word cache) so a workspace
+    /// used with another model never returns this one's results.
+    uid: u64,
+    /// Whether every "▁" of a prepared text is a cut point every segmentation passes
+    /// through (see [`super::wordcache`]): no matchable piece has "▁" after its first
+    /// character, whitespace is a prefix mark, and the model is not byte-level.
+    word_cut: bool,
+    /// Largest |lattice score| of any edge label (pieces, user-defined bonus, UNK).
+    max_abs_score: f64,
 }
 
 /// A single-pass decoder's view of the lattice ([`Model::run_pass`]), in units (characters;
@@ -420,7 +429,26 @@ impl Model {
             .enumerate()
             .map(|(i, p)| (p.piece.clone(), i as u32))
             .collect();
+        let word_cut = !spec.byte_level
+            && !spec.normalizer.treat_whitespace_as_suffix
+            && keys.iter().all(|k| {
+                let mark = "\u{2581}".as_bytes();
+                // A piece is valid UTF-8 (trie keys of non-byte-level models), so the mark's
+                // bytes only occur as the mark; allowed only at offset 0.
+                !k.0.windows(3).skip(1).any(|w| w == mark)
+            });
+        let max_abs_score = keys
+            .iter()
+            .map(|k| score32[k.1 as usize].abs() as f64)
+            .chain(keys.iter().map(|k| score64[k.1 as usize].abs()))
+            .chain(unk_edge.map(|u| score32[u as usize].abs() as f64))
+            .fold(0.0f64, f64::max);
+        static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Model {
+            uid,
+            word_cut,
+            max_abs_score,
             byte_level: spec.byte_level,
             normalizer,
             trie,
@@ -496,6 +524,18 @@ impl Model {
     /// character (jieba).
     pub fn merges_unk(&self) -> bool {
         self.unk_rule == UnkRule::NoSingleChar
+    }
+    /// Identity of this model instance (unique within the process).
+    pub(crate) fn uid(&self) -> u64 {
+        self.uid
+    }
+    /// Whether the word cache's decomposition holds for this model (see the field).
+    pub(crate) fn word_cut(&self) -> bool {
+        self.word_cut
+    }
+    /// Largest |score| of any edge label.
+    pub(crate) fn max_abs_score(&self) -> f64 {
+        self.max_abs_score
     }
     pub fn max_edge(&self) -> usize {
         self.max_edge

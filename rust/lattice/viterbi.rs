@@ -12,6 +12,7 @@
 //! - ties keep the first candidate met (strict `>`), in start-position then length order.
 
 use super::model::{record_end, Block, Chars, Model, Pass, Scan, Winners};
+use super::wordcache::WordCache;
 use crate::error::Result;
 
 /// Reusable per-thread scratch space for the single-pass algorithms.
@@ -37,6 +38,11 @@ pub struct Workspace {
     pub(crate) scan: Scan,
     /// Winner rings of the single-pass decoders.
     pub(crate) winners: Winners,
+    /// Per-word Viterbi results ([`super::wordcache`]), used by [`super::batch`]'s Viterbi
+    /// encoding.
+    pub word_cache: WordCache,
+    /// Disables the word cache for this workspace (reference comparisons in tests).
+    pub word_cache_off: bool,
 }
 
 impl Workspace {
