@@ -107,7 +107,6 @@ fn derive_seed(seed: u64, k: u64) -> u64 {
 #[pyfunction]
 #[pyo3(signature = (n_items, num_threads=None))]
 fn _parallel_probe(py: Python<'_>, n_items: usize, num_threads: Option<usize>) -> PyResult<usize> {
-    use rayon::prelude::*;
     guarded(py, || {
         parallel::run(num_threads, n_items, |par| {
             let total: u64 = parallel::map(par, n_items, |i| i as u64).into_iter().sum();
