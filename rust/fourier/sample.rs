@@ -226,29 +226,24 @@ fn pdf_cdf_lanes<const F: bool>(ch: &Channel, x: &[f64; W]) -> ([f64; W], [f64; 
     // (`f64::mul_add`, a libm call where the CPU lacks FMA: slower, but bit-identical).
     let (a, b) = (&ch.a, &ch.b);
     let n = a.len() - 1;
+    let portable = || {
+        let (zr, zi) = if F {
+            cis_block::<true>(x)
+        } else {
+            fused_cis(x)
+        };
+        let (gr, gi, hr, hi) = horner2_block::<F>(a, b, &zr, &zi);
+        (zr, zi, gr, gi, hr, hi)
+    };
     #[cfg(target_arch = "x86_64")]
     let (zr, zi, gr, gi, hr, hi) = if F && simd::level() == simd::Level::Avx512 {
         // SAFETY: `simd::level()` reports Avx512 only after detecting avx512f, avx2, fma.
         unsafe { super::avx512::cis_horner2(a, b, x) }
     } else {
-        let (zr, zi) = if F {
-            cis_block::<true>(x)
-        } else {
-            fused_cis(x)
-        };
-        let (gr, gi, hr, hi) = horner2_block::<F>(a, b, &zr, &zi);
-        (zr, zi, gr, gi, hr, hi)
+        portable()
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let (zr, zi, gr, gi, hr, hi) = {
-        let (zr, zi) = if F {
-            cis_block::<true>(x)
-        } else {
-            fused_cis(x)
-        };
-        let (gr, gi, hr, hi) = horner2_block::<F>(a, b, &zr, &zi);
-        (zr, zi, gr, gi, hr, hi)
-    };
+    let (zr, zi, gr, gi, hr, hi) = portable();
     let mut p = [0.0; W];
     let mut cdf = [0.0; W];
     for l in 0..W {
