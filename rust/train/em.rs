@@ -127,33 +127,31 @@ impl Lattices {
         let parts: Vec<(Vec<Edge>, Vec<usize>)> = parallel::run(threads, blocks.len(), |par| {
             parallel::map(par, blocks.len(), |b| {
                 let (b0, b1) = blocks[b];
-                {
-                    let mut edges = Vec::new();
-                    let mut counts = Vec::with_capacity(b1 - b0);
-                    for &(s, l, _) in &units.words[b0..b1] {
-                        let before = edges.len();
-                        let text = &units.a[s as usize..(s + l) as usize + 1];
-                        for i in 0..l as usize {
-                            if text[i] == UNK {
-                                edges.push(Edge {
-                                    start: i as u32,
-                                    end: i as u32 + 1,
-                                    piece: UNK_PIECE,
-                                });
-                                continue;
-                            }
-                            table.prefixes(&text[i..], |len, id| {
-                                edges.push(Edge {
-                                    start: i as u32,
-                                    end: (i + len) as u32,
-                                    piece: id,
-                                })
+                let mut edges = Vec::new();
+                let mut counts = Vec::with_capacity(b1 - b0);
+                for &(s, l, _) in &units.words[b0..b1] {
+                    let before = edges.len();
+                    let text = &units.a[s as usize..(s + l) as usize + 1];
+                    for i in 0..l as usize {
+                        if text[i] == UNK {
+                            edges.push(Edge {
+                                start: i as u32,
+                                end: i as u32 + 1,
+                                piece: UNK_PIECE,
                             });
+                            continue;
                         }
-                        counts.push(edges.len() - before);
+                        table.prefixes(&text[i..], |len, id| {
+                            edges.push(Edge {
+                                start: i as u32,
+                                end: (i + len) as u32,
+                                piece: id,
+                            })
+                        });
                     }
-                    (edges, counts)
+                    counts.push(edges.len() - before);
                 }
+                (edges, counts)
             })
         })?;
         let total: usize = parts.iter().map(|p| p.0.len()).sum();

@@ -95,29 +95,27 @@ pub fn prune(
     let losses: Vec<f64> = parallel::run(threads, cand.len(), |par| {
         parallel::map(par, cand.len(), |c| {
             let i = cand[c];
-            {
-                let fi = freq[i as usize];
-                let Some(mut alt) = alternative(table, scores, alive, i) else {
-                    return f64::INFINITY;
-                };
-                alt.sort_unstable();
-                let k = alt.len() as f64;
-                let new_total = total + fi * (k - 1.0);
-                let mut delta = -xlogx(fi) - (xlogx(new_total) - xlogx(total));
-                let mut j = 0;
-                while j < alt.len() {
-                    let mut m = 1.0;
-                    while j + 1 < alt.len() && alt[j + 1] == alt[j] {
-                        m += 1.0;
-                        j += 1;
-                    }
-                    let fa = freq[alt[j] as usize];
-                    delta += xlogx(fa + m * fi) - xlogx(fa);
+            let fi = freq[i as usize];
+            let Some(mut alt) = alternative(table, scores, alive, i) else {
+                return f64::INFINITY;
+            };
+            alt.sort_unstable();
+            let k = alt.len() as f64;
+            let new_total = total + fi * (k - 1.0);
+            let mut delta = -xlogx(fi) - (xlogx(new_total) - xlogx(total));
+            let mut j = 0;
+            while j < alt.len() {
+                let mut m = 1.0;
+                while j + 1 < alt.len() && alt[j + 1] == alt[j] {
+                    m += 1.0;
                     j += 1;
                 }
-                // Each extra token is priced at the current mean code length (see module doc).
-                -delta + entropy * fi * (k - 1.0)
+                let fa = freq[alt[j] as usize];
+                delta += xlogx(fa + m * fi) - xlogx(fa);
+                j += 1;
             }
+            // Each extra token is priced at the current mean code length (see module doc).
+            -delta + entropy * fi * (k - 1.0)
         })
     })?;
     let mut keep = vec![false; n];
