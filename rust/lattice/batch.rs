@@ -147,6 +147,20 @@ pub fn with_workspace<T>(f: impl FnOnce(&mut Workspace) -> T) -> T {
     })
 }
 
+/// The model's weights for `alpha`, taken from the workspace where it holds them (the
+/// caller puts them back in `ws.weights`): `Model::weights` locks a mutex and counts an
+/// `Arc` shared by every thread, per text (1 % of a perfect-sampling batch on one thread,
+/// and a contended cache line on two).
+fn weights(model: &Model, alpha: f64, ws: &mut Workspace) -> std::sync::Arc<super::model::Weights> {
+    match ws.weights.take() {
+        Some(w) if w.alpha.to_bits() == alpha.to_bits() && ws.weights_uid == model.uid() => w,
+        _ => {
+            ws.weights_uid = model.uid();
+            model.weights(alpha)
+        }
+    }
+}
+
 /// Segments a prepared text into `ws.path`.
 pub fn segment(
     model: &Model,
@@ -158,8 +172,10 @@ pub fn segment(
     match mode {
         Mode::Viterbi => viterbi(model, prepared, ws),
         Mode::Sample { alpha, method } => {
-            let w = model.weights(alpha);
-            sample::sample(model, prepared, &w, method, rng, ws).map(|_| ())
+            let w = weights(model, alpha, ws);
+            let r = sample::sample(model, prepared, &w, method, rng, ws).map(|_| ());
+            ws.weights = Some(w);
+            r
         }
     }
 }
@@ -220,6 +236,22 @@ fn encode_prepared(
         && ws.word_cache.encode(model, prepared, out)
     {
         return Ok(());
+    }
+    // Perfect sampling word by word from cached word lattices: the same draws as the full
+    // pass, bit for bit (see `wordsample`).
+    if let Mode::Sample {
+        alpha,
+        method: Method::Perfect,
+    } = mode
+    {
+        if !ws.word_cache_off && super::wordcache::enabled_by_env() {
+            let w = weights(model, alpha, ws);
+            let done = ws.word_lattices.sample(model, prepared, &w, rng, out);
+            ws.weights = Some(w);
+            if done {
+                return Ok(());
+            }
+        }
     }
     // Single-pass decoders emit straight from their back-pointers (O(L) memory, no path).
     let direct = !matches!(

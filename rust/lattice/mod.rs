@@ -23,3 +23,4 @@ pub mod trie;
 pub mod viterbi;
 pub mod vocab;
 pub mod wordcache;
+pub mod wordsample;

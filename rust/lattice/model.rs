@@ -115,6 +115,10 @@ pub struct Model {
 pub(crate) trait Pass {
     fn edge(&mut self, su: usize, eu: usize, node: u32);
     fn done(&mut self, su: usize);
+    /// Start `su` is a word cut (see [`Chars::cut_sym`]): called by the one-start-at-a-time
+    /// walk before its edges; the lockstep walk marks cuts in [`Block::cuts`] instead.
+    #[inline(always)]
+    fn cut(&mut self, _su: usize) {}
     fn end(&mut self, u: usize, pos: &[usize]);
 
     /// A lockstep block: its edges in order, then `done` for its starts and `end` for the
@@ -180,6 +184,8 @@ pub(crate) struct Block<'a> {
     pub rows: &'a [[u32; LANES]; super::trie::MAX_LOCKSTEP_DEPTH],
     /// The edges in pass order as `k | d << 4`: from unit `j0 + k` to `j0 + k + d + 1`.
     pub list: &'a [u16],
+    /// Bit `k` set: start `j0 + k` is a word cut (see [`Chars::cut_sym`]).
+    pub cuts: u32,
     /// Byte offsets of the units, from `max_len` units before the window (see [`Pass`]).
     pub pos: &'a [usize],
 }
@@ -230,6 +236,11 @@ pub(crate) struct Chars {
     pub ring: usize,
     /// Units per window: a multiple of `ring`.
     window: usize,
+    /// Symbol of "▁" when the model cuts words (`Model::word_cut`) and some piece holds the
+    /// mark: every unit with this symbol is a node all segmentations pass through. The
+    /// perfect sampler renormalises there, so its draws decompose into independent words
+    /// (see `super::wordsample`).
+    pub cut_sym: Option<u32>,
 }
 
 /// Reusable buffers of [`Model::run_pass`].
@@ -682,7 +693,10 @@ impl Model {
                     .map(|&v| self.score32.get(v as usize).copied().unwrap_or(0.0))
                     .collect();
                 let ring = (trie.max_len + 2 * LANES + 1).next_power_of_two();
+                let cut_sym = Some(trie.symbol(0x2581))
+                    .filter(|&s| self.word_cut && !self.byte_level && s != NO_SYMBOL);
                 Ok(Chars {
+                    cut_sym,
                     window: ring.max(WINDOW),
                     trie,
                     values,
@@ -787,6 +801,9 @@ impl Model {
             let (starts, next) = self.window(ch, text, from, prev, scan);
             let (sym, pos) = (&scan.sym[..], &scan.pos[..]);
             for j in 0..starts {
+                if Some(sym[j]) == ch.cut_sym {
+                    pass.cut(j);
+                }
                 let mut single = false;
                 let mut any = false;
                 ct.common_prefixes(&sym[j..], |len, node| {
@@ -881,12 +898,25 @@ impl Model {
                     // SAFETY: AVX-512F and POPCNT (caller); `list` has `cap` entries.
                     let n =
                         unsafe { list_edges(&bits[blk][..lanes], rows, unk, single_rule, list) };
+                    let jb = j0 + blk * LANES;
+                    let cuts = match ch.cut_sym {
+                        // SAFETY: AVX-512F (caller); `sym` holds `LANES` entries from `jb`
+                        // (`jb < starts`, then the `NO_SYMBOL` padding).
+                        Some(c) => unsafe {
+                            use std::arch::x86_64::*;
+                            let v = _mm512_loadu_si512(sym[jb..jb + LANES].as_ptr() as *const _);
+                            let m = _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(c as i32));
+                            m as u32 & ((1u32 << lanes) - 1)
+                        },
+                        None => 0,
+                    };
                     pass.block(&Block {
-                        j0: j0 + blk * LANES,
+                        j0: jb,
                         lanes,
                         rows,
                         list: &list[..n],
                         pos,
+                        cuts,
                     });
                 }
                 j0 += 2 * LANES;

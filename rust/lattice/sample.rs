@@ -192,6 +192,19 @@ fn rescale(ring: &mut [f64], here: usize, zs: f64, scale: &mut f64) -> f64 {
     1.0
 }
 
+/// Renormalises a word cut's final sum to exactly 1 (see [`Chars::cut_sym`]): every other
+/// pending sum is 0 there (no edge crosses a cut), so this only moves `log Z` into `scale`,
+/// and each word's pass then computes exactly what it computes on its own from 1 — which
+/// is what lets `super::wordsample` draw word by word, cached, with the same bits.
+#[inline(always)]
+fn renormalise_cut(ring: &mut [f64], here: usize, zs: f64, scale: &mut f64) -> f64 {
+    if zs != 1.0 {
+        *scale += zs.ln();
+        ring[here] = 1.0;
+    }
+    1.0
+}
+
 /// One reservoir step of [`Linear`]: adds `c` to the end's sum, draws, and keeps `nd` as the
 /// end's holder when `u·Z <= c`.
 ///
@@ -241,6 +254,15 @@ impl<const IDS: bool> Pass for Linear<'_, IDS> {
     }
 
     #[inline(always)]
+    fn cut(&mut self, su: usize) {
+        let here = su & self.mask;
+        let zs = self.ring[here];
+        if zs != 0.0 {
+            renormalise_cut(self.ring, here, zs, &mut self.scale);
+        }
+    }
+
+    #[inline(always)]
     fn end(&mut self, u: usize, pos: &[usize]) {
         let ids = if IDS { Some(&mut *self.ids) } else { None };
         record_end(self.ch, u, pos, u & self.mask, self.node, self.back, ids);
@@ -257,12 +279,16 @@ impl<const IDS: bool> Pass for Linear<'_, IDS> {
             let mut rng = self.rng.clone();
             let mut scale = self.scale;
             assert!(ring.len() == mask + 1 && node.len() == mask + 1);
+            let cuts = b.cuts;
             for &x in b.list {
                 let (su, eu, nd) = b.edge(x);
                 let here = su & mask;
-                let zs = ring[here];
+                let mut zs = ring[here];
                 if zs == 0.0 {
                     continue;
+                }
+                if (cuts >> (x & 15)) & 1 != 0 {
+                    zs = renormalise_cut(ring, here, zs, &mut scale);
                 }
                 let zs = rescale(ring, here, zs, &mut scale);
                 let c = zs * weights[values[nd as usize] as usize];
@@ -468,6 +494,7 @@ mod tests {
         let back = &mut ws.back[..];
         let ring = &mut ws.ring64[..];
         let weights = &w.w[..];
+        let cuts = model.chars().unwrap().cut_sym.is_some();
         ring[0] = 1.0;
         // log of the common scale of every value in the rings.
         let mut scale = 0.0f64;
@@ -478,6 +505,11 @@ mod tests {
             let slot = s & mask;
             let mut zs = ring[slot];
             ring[slot] = 0.0;
+            // Renormalise at a word cut (a unit "▁" when the model cuts words).
+            if cuts && zs != 1.0 && text[s..].starts_with("▁".as_bytes()) {
+                scale += zs.ln();
+                zs = 1.0;
+            }
             // Keep the pending sums in a comfortable range: every contribution is at least
             // 1e-100·e^-150, far above the subnormals, and at most 1e100·e^150 per edge.
             if !(1e-100..=1e100).contains(&zs) {

@@ -300,7 +300,7 @@ impl CharTrie {
 
     /// Symbol of code point `cp`.
     #[inline(always)]
-    fn symbol(&self, cp: u32) -> u32 {
+    pub(crate) fn symbol(&self, cp: u32) -> u32 {
         if cp < 128 {
             return self.ascii[cp as usize];
         }

@@ -41,6 +41,11 @@ pub struct Workspace {
     /// Per-word Viterbi results ([`super::wordcache`]), used by [`super::batch`]'s Viterbi
     /// encoding.
     pub word_cache: WordCache,
+    /// The sampling weights last used, for the model `weights_uid` (see `batch::weights`).
+    pub(crate) weights: Option<std::sync::Arc<super::model::Weights>>,
+    pub(crate) weights_uid: u64,
+    /// Per-word lattices for perfect sampling ([`super::wordsample`]).
+    pub word_lattices: super::wordsample::WordLattices,
     /// Disables the word cache for this workspace (reference comparisons in tests).
     pub word_cache_off: bool,
 }
