@@ -1,5 +1,7 @@
 //! `probcraft._core.Unigram`: the lattice engine's binding. Every method converts its
-//! arguments, then runs the kernel through [`guarded`] (GIL released, panics caught).
+//! arguments, then runs the kernel through [`guarded`] (GIL released, panics caught);
+//! `nbest` on a short text (`len(text) * k <= NBEST_KEEP_GIL`) only catches panics and
+//! keeps the GIL for its few microseconds.
 
 use std::sync::Arc;
 
