@@ -476,10 +476,11 @@ fn forward_blocks(
 
 /// Whether the block layout walks `text` by characters ([`forward_units`]): when it is
 /// mostly multi-byte characters (at least two bytes per character on average), where that
-/// saves trie steps and positions. Byte-level models' units are bytes.
+/// saves trie steps and positions. Byte-level models' units are bytes; a model whose
+/// character trie cannot be built keeps the byte walk.
 fn multibyte(model: &Model, text: &[u8]) -> bool {
     let chars = text.iter().filter(|&&b| (b as i8) >= -0x40).count();
-    !model.byte_level() && text.len() >= 2 * chars
+    !model.byte_level() && text.len() >= 2 * chars && model.chars().is_ok()
 }
 
 /// [`forward_blocks`] over units (characters) on the character trie: one trie step per
