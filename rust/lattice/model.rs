@@ -784,6 +784,31 @@ impl Model {
         }
     }
 
+    /// Calls `f(len, node)` for every edge starting at unit `j` of `sym` (symbols from
+    /// `ch.trie.symbols`): length in units, label as a node of `ch` (`ch.values` gives its
+    /// id). The same edges in the same order as [`Self::edges_at`] at that unit's byte
+    /// offset, one trie step per character instead of per byte.
+    #[inline(always)]
+    pub(crate) fn unit_edges(
+        &self,
+        ch: &Chars,
+        sym: &[u32],
+        j: usize,
+        mut f: impl FnMut(usize, u32),
+    ) {
+        let ct = &ch.trie;
+        let mut single = false;
+        let mut any = false;
+        ct.common_prefixes(&sym[j..], |len, node| {
+            single |= len == 1;
+            any = true;
+            f(len, node);
+        });
+        if let Some(u) = ct.unk_node.filter(|_| self.needs_unk(single, any)) {
+            f(1, u);
+        }
+    }
+
     /// One start at a time (no AVX-512, or pieces longer than the lockstep walk handles).
     #[inline(always)]
     fn run_pass_scalar<P: Pass>(

@@ -53,6 +53,45 @@
 //! finished list to drop the merge loop's bounds tests (+7% instructions: worse codegen
 //! around it); a fixed-capacity array per ring slot (no gain over blocks); the pull merge
 //! with a branch-free argmax over the sources' heads (+20% time).
+//!
+//! Second round (branch `nb4`; LTO build, zh fortunes / en botchan 10-best bench lines).
+//! Profile of `[m.nbest(x, 10) for x in lines]` on zh: ~57k instructions per call, of
+//! which the search 33k, normalisation 2.8k, numpy views 3.6k, glibc malloc/free 4.4k
+//! (numpy's per-view shape buffers and the ids buffer), the rest tuples, list, GC and the
+//! interpreter; in time (perf) the search ~29%, the cycle collector ~18% (collections the
+//! result tuples' allocations trigger: inherent to a list of tuples, whatever they hold),
+//! malloc/free ~17%, numpy ~6%. 14% of the zh lines are text-table rules (`├────┼──…┤`):
+//! 622 edges per line against 41 for the others, 61% of the search's instructions and
+//! about half its time, most of it the byte-trie walk (46 dependent steps from every start
+//! in a run of `─`, the model having pieces of up to 15 of them). Change:
+//! - blocks per character on the character trie ([`forward_units`], `Layout::Units`) for
+//!   mostly multi-byte text ([`multibyte`]): one trie step per character and positions
+//!   only at character starts. Table lines 8.6 -> 5.5 us each, other zh lines and en
+//!   unchanged (1.41 / 3.55 us; core-only harness, best of 10 interleaved runs); 146k ->
+//!   131k instructions per table line;
+//! - in the binding (`rust/python/lattice.rs`): the list and tuples built in place, the
+//!   int32 descriptor looked up once per call, the model borrowed instead of cloned (no
+//!   reference-count round trip), and the GIL kept when `len(text) * k <= 16384` (its
+//!   release and re-acquisition, two mutex round trips, are a few percent of a short
+//!   line's call): ~1.7% fewer instructions per zh call, within the timings' noise.
+//!
+//! Tried and reverted in that round:
+//! - lazy k-best (Huang & Chiang 2005, algorithm 3: Viterbi forward keeping in-edge lists,
+//!   then each position's next derivation computed on demand from a pool of in-edge
+//!   candidates): 42.5k instructions per zh line against 32.4k, +40-60% time; every one of
+//!   the k results asks for a new derivation all the way down its path, and a pool pop
+//!   costs more than the block merge's append it replaces;
+//! - the character trie for every text (the ASCII check that was to keep the byte walk for
+//!   English never fires: normalised text has `▁`): en +10% time, zh non-table lines +4%
+//!   (the symbol pass costs more than the trie steps it saves on short walks);
+//! - one generic forward with both walks inlined into [`run`]: worse code on both paths
+//!   (+17% instructions on en); hence `forward_units` is a separate, non-inlined function;
+//! - replaying the previous start's recorded edges when the same bytes follow (runs of one
+//!   character): -13% instructions on table lines, +20% on all others (recording every
+//!   edge, a second inlined copy of the merge);
+//! - appends writing all `k - a` slots from the start's whole block (a fixed trip count for
+//!   the first edge into a position): -9 mispredictions per line, +1.3-2k instructions;
+//! - emitting ids through a local length instead of `Vec::push`: no difference.
 
 use super::model::Model;
 use super::viterbi::ring_size;
@@ -188,13 +227,16 @@ impl Sink for Ids<'_> {
 /// How the partial paths are stored (see [`Scratch`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Layout {
+    /// Blocks per byte, edges from the byte trie.
     Blocks,
+    /// Blocks per character, edges from the character trie ([`forward_units`]).
+    Units,
     Compact,
 }
 
 /// Delivers the k best segmentations to `sink`, best first. `layout` forces a storage
 /// layout (tests); `None` picks blocks for `k <= BLOCK_MAX_K` whenever they fit
-/// [`BLOCK_LIMIT`].
+/// [`BLOCK_LIMIT`], per character for mostly multi-byte text ([`multibyte`]).
 fn run(
     model: &Model,
     text: &[u8],
@@ -211,19 +253,30 @@ fn run(
     let n = text.len();
     let shift = k.next_power_of_two().trailing_zeros();
     let layout = layout.unwrap_or(if k <= BLOCK_MAX_K && n < BLOCK_LIMIT >> shift {
-        Layout::Blocks
+        if multibyte(model, text) {
+            Layout::Units
+        } else {
+            Layout::Blocks
+        }
     } else {
         Layout::Compact
     });
     with_scratch(|sc| {
         match layout {
-            Layout::Blocks => {
-                forward_blocks(model, text, k, shift, sc)?;
-                let base = (n << shift) as u32;
-                for r in base..base + sc.cnt[n] {
+            Layout::Blocks | Layout::Units => {
+                let units = layout == Layout::Units;
+                let m = if units {
+                    forward_units(model, text, k, shift, sc)?
+                } else {
+                    forward_blocks(model, text, k, shift, sc)?;
+                    n
+                };
+                let base = (m << shift) as u32;
+                for r in base..base + sc.cnt[m] {
                     let score = sc.nodes[r as usize].score;
                     if !sink.block_path(&sc.nodes, r, score) {
-                        backtrack_blocks(&sc.nodes, r, n, shift, &mut sc.path);
+                        let pos = if units { Some(&sc.pos[..]) } else { None };
+                        backtrack_blocks(&sc.nodes, r, m, shift, pos, &mut sc.path);
                         sink.path(&sc.path, score);
                     }
                 }
@@ -262,6 +315,10 @@ struct Scratch {
     arena: Vec<Hyp>,
     span: Vec<(u32, u32)>,
     path: Vec<(usize, usize, u32)>,
+    /// Block layout by characters: the text's units as character-trie symbols, and their
+    /// byte offsets (then the text's length).
+    sym: Vec<u32>,
+    pos: Vec<usize>,
 }
 
 impl Scratch {
@@ -273,6 +330,8 @@ impl Scratch {
             || self.span.capacity() > KEEP
             || self.cnt.capacity() > KEEP
             || self.path.capacity() > KEEP
+            || self.sym.capacity() > KEEP
+            || self.pos.capacity() > KEEP
             || self.tmp.capacity() > KEEP / 16
             || self.tail.len() > KEEP / 16
             || self.slots.iter().any(|s| s.capacity() > KEEP / 16)
@@ -415,6 +474,91 @@ fn forward_blocks(
     Ok(())
 }
 
+/// Whether the block layout walks `text` by characters ([`forward_units`]): when it is
+/// mostly multi-byte characters (at least two bytes per character on average), where that
+/// saves trie steps and positions. Byte-level models' units are bytes; a model whose
+/// character trie cannot be built keeps the byte walk.
+fn multibyte(model: &Model, text: &[u8]) -> bool {
+    let chars = text.iter().filter(|&&b| (b as i8) >= -0x40).count();
+    !model.byte_level() && text.len() >= 2 * chars && model.chars().is_ok()
+}
+
+/// [`forward_blocks`] over units (characters) on the character trie: one trie step per
+/// character instead of per byte, and positions only at character starts; block `u` is
+/// the list of unit `u`, which starts at byte `sc.pos[u]`. Returns the number of units.
+#[inline(never)]
+fn forward_units(
+    model: &Model,
+    text: &[u8],
+    k: usize,
+    shift: u32,
+    sc: &mut Scratch,
+) -> Result<usize> {
+    let n = text.len();
+    let ch = model.chars()?;
+    let Scratch {
+        nodes,
+        cnt,
+        tail,
+        sym,
+        pos,
+        ..
+    } = sc;
+    sym.clear();
+    pos.clear();
+    let end = ch.trie.symbols(text, 0, n, sym, pos);
+    debug_assert_eq!(end, n);
+    pos.push(n);
+    let m = sym.len();
+    let need = (m + 1) << shift;
+    if nodes.len() < need {
+        nodes.resize(need, NO_NODE);
+    }
+    if tail.len() < k {
+        tail.resize(k, NO_NODE);
+    }
+    cnt.clear();
+    cnt.resize(m + 1, 0);
+    cnt[0] = 1;
+    nodes[0] = Node {
+        score: 0.0,
+        prev: u32::MAX,
+        id: u32::MAX,
+    };
+    let values = &ch.values[..];
+    for s in 0..m {
+        let len = cnt[s] as usize;
+        if len == 0 {
+            continue;
+        }
+        let off = s << shift;
+        model.unit_edges(
+            ch,
+            sym,
+            s,
+            #[inline(always)]
+            |l, node| {
+                let e = s + l;
+                let id = values[node as usize];
+                let (lo, hi) = nodes.split_at_mut(e << shift);
+                let src = Cands {
+                    src: &lo[off..off + len],
+                    off: off as u32,
+                    v: model.score(id),
+                    id,
+                };
+                let a = cnt[e] as usize;
+                cnt[e] = merge_into(&mut hi[..k], a, tail, &src) as u32;
+            },
+        );
+    }
+    if cnt[m] == 0 {
+        let furthest = (0..m).rev().find(|&u| cnt[u] > 0).map_or(0, |u| pos[u]);
+        return Err(model.unsegmentable(text, furthest));
+    }
+    Ok(m)
+}
+
 /// The extensions of a finished list `src` (at `nodes[off..]`) by one edge: candidate `j`
 /// scores `src[j].score + v`.
 struct Cands<'a> {
@@ -494,22 +638,25 @@ fn merge_into(acc: &mut [Node], a: usize, tail: &mut [Node], c: &Cands) -> usize
     total
 }
 
-/// Follows the back-pointers of block entry `r` (a path ending at `n`) into `path` (text
-/// order); returns its score.
+/// Follows the back-pointers of block entry `r` (a path ending at position `m`) into
+/// `path` (text order, byte offsets: position `u` starts at `pos[u]`, or at `u` without
+/// `pos`); returns its score.
 fn backtrack_blocks(
     nodes: &[Node],
     r: u32,
-    n: usize,
+    m: usize,
     shift: u32,
+    pos: Option<&[usize]>,
     path: &mut Vec<(usize, usize, u32)>,
 ) -> f64 {
     path.clear();
+    let at = |u: usize| pos.map_or(u, |p| p[u]);
     let mut h = nodes[r as usize];
     let score = h.score;
-    let mut e = n;
+    let mut e = m;
     while h.prev != u32::MAX {
         let s = (h.prev >> shift) as usize;
-        path.push((s, e, h.id));
+        path.push((at(s), at(e), h.id));
         e = s;
         h = nodes[h.prev as usize];
     }
@@ -829,6 +976,7 @@ mod tests {
         for got in [
             &got,
             &with_layout(m, &text, k, Layout::Blocks),
+            &with_layout(m, &text, k, Layout::Units),
             &with_layout(m, &text, k, Layout::Compact),
         ] {
             assert_eq!(got.len(), want.len());
@@ -842,6 +990,7 @@ mod tests {
         for flat in [
             &flat,
             &ids_with_layout(m, &text, k, Layout::Blocks),
+            &ids_with_layout(m, &text, k, Layout::Units),
             &ids_with_layout(m, &text, k, Layout::Compact),
         ] {
             assert_eq!(flat.len(), got.len());
@@ -897,6 +1046,49 @@ mod tests {
         let m = model(&[-1.0]);
         check_all(&m, &"ab ".repeat(300), 10);
         check_all(&m, &"abab".repeat(200), 64);
+    }
+
+    /// Multi-byte text (runs of one character, as in text tables, and CJK), UNK edges
+    /// included: the per-character walk agrees with the byte walk and the reference.
+    #[test]
+    fn multibyte_text() {
+        let m = multibyte_model(&[-1.0, -1.5, -2.2, -1.0, -2.0, -2.0, -3.0, -0.5, -1.0]);
+        for raw in [
+            "────────",
+            "├──┼────┤",
+            "你好你好 a你",
+            "──a──",
+            "x你y",
+            "  ─  ",
+        ] {
+            for k in [1, 3, 10, 40] {
+                check_all(&m, raw, k);
+            }
+        }
+        let text = m.prepare("────────".as_bytes()).unwrap();
+        assert!(multibyte(&m, &text));
+    }
+
+    fn multibyte_model(scores: &[f32]) -> Model {
+        let pieces = ["─", "──", "───", "┼", "你", "好", "你好", "▁", "a"];
+        let p: Vec<(&str, f32)> = pieces
+            .iter()
+            .zip(scores.iter().cycle())
+            .map(|(p, s)| (*p, *s))
+            .collect();
+        spm_like(&p)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn multibyte_agrees_with_reference(
+            scores in proptest::collection::vec(prop_oneof![Just(-1.0f32), Just(-2.0f32), -5.0f32..-0.1], 1..9),
+            raw in "[─┼你好ax ]{0,30}",
+            k in 1usize..40,
+        ) {
+            check_all(&multibyte_model(&scores), &raw, k);
+        }
     }
 
     proptest! {

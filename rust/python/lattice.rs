@@ -1,5 +1,7 @@
 //! `probcraft._core.Unigram`: the lattice engine's binding. Every method converts its
-//! arguments, then runs the kernel through [`guarded`] (GIL released, panics caught).
+//! arguments, then runs the kernel through [`guarded`] (GIL released, panics caught);
+//! `nbest` on a short text (`len(text) * k <= NBEST_KEEP_GIL`) only catches panics and
+//! keeps the GIL for its few microseconds.
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple, PyType};
 
 use super::{guarded, pickle, to_pyerr};
-use crate::error::{Error, Result};
+use crate::error::{catch_panic, Error, Result};
 use crate::lattice::batch::{self, with_workspace, Mode};
 use crate::lattice::graph::Lattice;
 use crate::lattice::marginals;
@@ -35,25 +37,39 @@ thread_local! {
 /// `[(ids, score), ...]` from flat results: every `ids` is a 1-D int32 view into one array
 /// holding all of them (its `base`), so a call costs two numpy allocations plus one small one
 /// per result instead of two per result, the largest cost of a 10-best call on a short line.
-/// The views do not overlap, so writing into one never changes another.
+/// The views do not overlap, so writing into one never changes another. The list and the
+/// tuples are built in place (`PyList_New` / `PyTuple_New` and their `SET_ITEM`s: no
+/// intermediate `Vec`, no iterator protocol) and the int32 descriptor is looked up once.
 fn nbest_list<'py>(py: Python<'py>, out: &nbest::NBestIds) -> PyResult<Bound<'py, PyList>> {
     use numpy::npyffi::{self, npy_intp, NpyTypes, PY_ARRAY_API};
     use numpy::{Element, PyArrayDescrMethods, PyArrayMethods};
+    use pyo3::ffi;
     let base = PyArray1::<i32>::from_slice(py, &out.ids);
     let data = base.data();
-    let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(out.len());
-    for i in 0..out.len() {
+    let descr = i32::get_dtype(py);
+    let n = out.len();
+    // SAFETY: `PyList_New` returns a new reference (or null, turned into the error); its
+    // items start as null, which `list_dealloc` accepts, so an early return below frees a
+    // partly filled list correctly.
+    let list = unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n as ffi::Py_ssize_t))?
+            .cast_into_unchecked::<PyList>()
+    };
+    let array_type = unsafe { PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type) };
+    for i in 0..n {
         let (a, b) = (out.offsets[i], out.offsets[i + 1]);
         let mut dims = [(b - a) as npy_intp];
         // SAFETY: `data` points at `out.ids.len()` int32 elements owned by `base`, and
         // `a..b` lies within them; the new array gets a strong reference to `base` as its
         // base object (`SetBaseObject` steals the one `into_ptr` hands over), so the memory
-        // outlives the view. A null return (out of memory) is turned into the Python error.
+        // outlives the view; `PyArray_NewFromDescr` steals the descriptor reference that
+        // `into_dtype_ptr` hands over. A null return (out of memory) is turned into the
+        // Python error.
         let view = unsafe {
             let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
                 py,
-                PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type),
-                i32::get_dtype(py).into_dtype_ptr(),
+                array_type,
+                descr.clone().into_dtype_ptr(),
                 1,
                 dims.as_mut_ptr(),
                 std::ptr::null_mut(),
@@ -72,16 +88,32 @@ fn nbest_list<'py>(py: Python<'py>, out: &nbest::NBestIds) -> PyResult<Bound<'py
             }
             view
         };
-        let t = PyTuple::new(py, [view, PyFloat::new(py, out.scores[i]).into_any()])?;
-        // SAFETY: `t` is a live tuple we own; it holds an ndarray and a float, neither of
-        // which the cycle collector tracks, so it can never be part of a reference cycle and
+        let score = PyFloat::new(py, out.scores[i]);
+        // SAFETY: `PyTuple_New(2)` returns a new tuple (or null, turned into the error) whose
+        // two slots `SET_ITEM` fills, each stealing the reference `into_ptr` hands over; the
+        // tuple's own reference then moves into slot `i` of `list` (null until now).
+        // `PyObject_GC_UnTrack`: the tuple holds an ndarray and a float, neither of which the
+        // cycle collector tracks, so it can never be part of a reference cycle, and
         // untracking it (what the collector itself would do on its next pass) only spares
         // that pass.
-        unsafe { pyo3::ffi::PyObject_GC_UnTrack(t.as_ptr().cast()) };
-        items.push(t.into_any());
+        unsafe {
+            let t = ffi::PyTuple_New(2);
+            if t.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            ffi::PyTuple_SET_ITEM(t, 0, view.into_ptr());
+            ffi::PyTuple_SET_ITEM(t, 1, score.into_ptr());
+            ffi::PyObject_GC_UnTrack(t.cast());
+            ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, t);
+        }
     }
-    PyList::new(py, items)
+    Ok(list)
 }
+
+/// Texts up to this many bytes times `k` run `nbest` without releasing the GIL: a few
+/// microseconds of work, less than the release and re-acquisition cost in share of a short
+/// line's call (see `rust/lattice/nbest.rs`, performance notes).
+const NBEST_KEEP_GIL: usize = 1 << 14;
 
 /// Largest number of draws `sample` accepts in one call.
 const MAX_DRAWS: usize = 1 << 20;
@@ -545,19 +577,25 @@ impl Unigram {
         if k < 0 {
             return Err(to_pyerr(Error::invalid(format!("k must be >= 0, got {k}"))));
         }
-        let m = self.model.clone();
+        // Borrowed, not cloned: no reference-count round trip per call.
+        let m: &Model = &self.model;
         // The output buffers move out of this thread's cache and back (no allocation per
         // call); a re-entrant call in between finds the cache empty and starts fresh ones.
         let mut buf = NBEST_BUF.with(|b| b.take());
-        let res = guarded(py, || {
+        let keep_gil = t.bytes().len().saturating_mul(k as usize) <= NBEST_KEEP_GIL;
+        let run = || {
             let prepared = match t.input() {
                 batch::Input::Str(s) => m.prepare_str_into(s, &mut buf.norm)?,
                 batch::Input::Bytes(b) => m.prepare_into(b, &mut buf.norm)?,
             };
-            nbest::nbest_ids(&m, prepared, k as usize, &mut buf.out)?;
+            nbest::nbest_ids(m, prepared, k as usize, &mut buf.out)?;
             Ok(buf)
-        });
-        let buf = res?;
+        };
+        let buf = if keep_gil {
+            catch_panic(run).map_err(to_pyerr)?
+        } else {
+            guarded(py, run)?
+        };
         let list = nbest_list(py, &buf.out);
         if buf.out.ids.capacity() <= 1 << 20 && buf.norm.capacity() <= 1 << 20 {
             NBEST_BUF.with(|b| b.set(buf));
