@@ -464,3 +464,64 @@ def test_encode_batch_indices_equal_per_item_streams() -> None:
         m.encode_batch(texts, alpha=0.5, seed=1, indices=[1, 2])
     with pytest.raises(ValueError, match=">= 0"):
         m.encode_batch(["a"], alpha=0.5, seed=1, indices=[-1])
+
+
+# --------------------------------------------------------------------------- word caches
+
+WORDY = [("<unk>", 0.0), ("▁", -1.0), ("a", -2.0), ("b", -2.5), ("ab", -2.2), ("▁ab", -2.0),
+         ("▁a", -3.0), ("ba", -2.2), ("▁b", -2.9), ("bab", -3.1)]
+
+_NO_CACHE = r"""
+import json, sys, probcraft
+src, texts = json.loads(sys.stdin.read())
+m = probcraft.Unigram.from_pieces([tuple(p) for p in src], unk=0) if isinstance(src, list) else \
+    probcraft.Unigram.from_sentencepiece(src)
+out = [m.encode_batch(texts, num_threads=1, **kw) for kw in
+       (dict(), dict(alpha=0.1, seed=3), dict(alpha=1.0, seed=4), dict(alpha=0.0, seed=5))]
+print(json.dumps([[x.tolist() for x in o] for o in out]))
+"""
+
+
+def _without_word_caches(src, texts):
+    """Viterbi and perfect-sampling batches computed with PROBCRAFT_WORD_CACHE=0 (the
+    full-line passes), in a subprocess since the switch is read once per process."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PROBCRAFT_WORD_CACHE="0")
+    r = subprocess.run([sys.executable, "-c", _NO_CACHE], input=json.dumps([src, texts]),
+                       capture_output=True, text=True, env=env, check=True)
+    return json.loads(r.stdout)
+
+
+def _with_word_caches(m, texts):
+    return [[x.tolist() for x in m.encode_batch(texts, num_threads=n, **kw)]
+            for n, kw in ((1, dict()), (2, dict(alpha=0.1, seed=3)), (1, dict(alpha=1.0, seed=4)),
+                          (2, dict(alpha=0.0, seed=5)))]
+
+
+def test_word_caches_give_the_full_pass_results():
+    # Texts with the word mark: Viterbi and perfect sampling go word by word from the
+    # per-thread caches, which must give the full-line passes' ids for the same seeds
+    # (unknown 'x', long words over the 48-byte limit and repeated words included).
+    rng = np.random.default_rng(0)
+    texts = ["".join(rng.choice(list("▁▁abx"), size=rng.integers(0, 40))) for _ in range(300)]
+    texts += ["▁" + "ab" * 30 + "▁ab", "▁ab" * 50, "▁x▁xx▁ab"]
+    m = Unigram.from_pieces(WORDY, unk=0)
+    got = _with_word_caches(m, texts)
+    assert got == _with_word_caches(m, texts)  # warm caches
+    assert got == _without_word_caches(WORDY, texts)
+    # The single-text pieces API runs the full pass: the same draws as encode's cache.
+    for t in texts[:100]:
+        if "x" not in t:
+            ids = m.encode(t, alpha=0.3, seed=11)
+            assert [m.id_to_piece(int(i)) for i in ids] == m.encode_as_pieces(t, alpha=0.3, seed=11)
+
+
+def test_word_caches_on_the_shared_corpus(shared_dir):
+    path = shared_dir / "models" / "spm_en_botchan_1k.model"
+    lines = [ln for ln in (shared_dir / "corpora" / "botchan.txt").read_text(encoding="utf-8")
+             .split("\n") if ln][:1500]
+    m = Unigram.from_sentencepiece(str(path))
+    assert _with_word_caches(m, lines) == _without_word_caches(str(path), lines)
