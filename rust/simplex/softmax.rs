@@ -101,19 +101,34 @@ fn block_max_min<T: Float>(x: &[T]) -> (T, T) {
     (T::k_max(x), T::NEG_INFINITY)
 }
 
-/// `Σ exp((x − m)·c)`, storing the terms in `out` when given; `lo ≤` every element of `x`
-/// lets the float32 kernel skip its clamp.
+/// `Σ exp((x − ref)·c)` and the block reference `ref`, storing the terms in `out` when given;
+/// `lo ≤` every element of `x` lets the float32 kernel skip its clamp. `ref` is the block
+/// maximum `m`, or when storing float32 at the AVX-512 level with temperature 1 a grid point
+/// within `ln2/32` of it (see [`exp::exp_store_sum_f32_ref`]): softmax only needs one
+/// common reference per block, and `pass1` folds the blocks together by their references.
+/// When it can, the kernel also returns [`block_max_min`] of `next` (the following block).
 #[inline]
-fn block_exp_sum<T: Float>(x: &[T], m: T, c: T, lo: T, out: Option<&mut [T]>) -> f64 {
+#[allow(clippy::type_complexity)]
+fn block_exp_sum<T: Float>(
+    x: &[T],
+    m: T,
+    c: T,
+    lo: T,
+    out: Option<&mut [T]>,
+    next: Option<&[T]>,
+) -> (f64, f64, Option<(T, T)>) {
     let (m32, c32, lo32) = (m.to_f64() as f32, c.to_f64() as f32, lo.to_f64() as f32);
     match (kern::cast::<T, f32>(x), out) {
         (Some(x), Some(o)) => {
             let o = kern::cast_mut::<T, f32>(o).expect("same element type");
-            exp::exp_store_sum_f32_above(x, m32, c32, lo32, o)
+            let next = next.and_then(kern::cast::<T, f32>);
+            let (s, r, mm) = exp::exp_store_sum_f32_ref(x, m32, c32, lo32, o, next);
+            let mm = mm.map(|(h, l)| (T::from_f64(h as f64), T::from_f64(l as f64)));
+            (s, r, mm)
         }
-        (Some(x), None) => exp::exp_sum_f32_above(x, m32, c32, lo32),
-        (None, Some(o)) => T::k_exp_store_sum(x, m, c, o),
-        (None, None) => T::k_exp_sum(x, m, c),
+        (Some(x), None) => (exp::exp_sum_f32_above(x, m32, c32, lo32), m.to_f64(), None),
+        (None, Some(o)) => (T::k_exp_store_sum(x, m, c, o), m.to_f64(), None),
+        (None, None) => (T::k_exp_sum(x, m, c), m.to_f64(), None),
     }
 }
 
@@ -126,8 +141,13 @@ fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f6
     blocks.clear();
     let cf = c.to_f64();
     let (mut m, mut s) = (f64::NEG_INFINITY, 0.0f64);
+    // The next block's maximum and bound, when the exp kernel of this one found them.
+    let mut ahead: Option<(T, T)> = None;
     for (k, xb) in x.chunks(T::BLOCK).enumerate() {
-        let (bm, lo) = block_max_min(xb);
+        let (bm, lo) = match ahead.take() {
+            Some(v) => v,
+            None => block_max_min(xb),
+        };
         if !(bm > T::NEG_INFINITY && bm < T::INFINITY) {
             if bm == T::NEG_INFINITY && kern::find_nan(xb).is_none() {
                 if let Some(o) = out.as_deref_mut() {
@@ -138,15 +158,20 @@ fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f6
             }
             return special_scan(x);
         }
-        let bs = block_exp_sum(
+        // `bmf`: the block's reference (its maximum, or a grid point near it).
+        let next = x
+            .get((k + 1) * T::BLOCK..)
+            .map(|r| &r[..r.len().min(T::BLOCK)]);
+        let (bs, bmf, mm) = block_exp_sum(
             xb,
             bm,
             c,
             lo,
             out.as_deref_mut()
                 .map(|o| &mut o[k * T::BLOCK..k * T::BLOCK + xb.len()]),
+            next,
         );
-        let bmf = bm.to_f64();
+        ahead = mm;
         // The scalar `exp` only where it is not 0 or 1 (same results: exp(−∞) = 0 and
         // exp(0) = 1 exactly): a one-block row needs none (~100 cycles a row, 10% of a
         // 1024-wide row's time on Zen 5).
