@@ -12,6 +12,13 @@
 //! needs two permutes and a blend per table). float64 uses the degree-13 Taylor polynomial
 //! (truncation error 4e-18).
 //!
+//! Grid references (float32, temperature 1; [`exp_store_sum_f32_ref`]): softmax only needs
+//! `exp(x − ref)` for one reference per block, so the kernels take a grid point near the block
+//! maximum — `M·ln2/16` (AVX-512, scalar) or `K·ln 2` (AVX2) — and reduce `x` itself against
+//! the same grid: one vector operation fewer and no rounding of `x − m`. Worst error against
+//! `exp(x − ref)` in f64: 1.0 ulp (AVX-512, which drops the table correction), 0.66 (scalar),
+//! 0.84 (AVX2).
+//!
 //! Only arguments ≤ 0 occur in softmax (`x − max`). float32 arguments below −87 give exactly
 //! 0 (`exp(−87) ≈ 1.6e−38`, just above the smallest normal number; every level compares and
 //! masks), so results are never subnormal; float64 compares and masks below the smallest
@@ -55,10 +62,8 @@
 //!   per-thread scratch drops): same bits, no measurable gain (32×1024 in L2 0.20 ns/element
 //!   either way, 8×262144 the same), so not worth its raw-pointer bookkeeping. The per-block
 //!   libm `exp` of pass 1 replaced by `exp_neg_f64`: no change.
-//! * Not done (ideas): fold `x − m` into the reduction (`t = fma(x, 16/ln 2, C)` with
-//!   `C = 1.5·2²³ − round(m·16/ln 2)`, the row constant absorbed into the final factor): one
-//!   operation of 14, but the FMA-less scalar path would lose accuracy for large |x|; drop the
-//!   table-rounding correction: one permute, but ~1 ulp instead of 0.57.
+//! * Done in the next round (below): fold `x − m` into the reduction; drop the table-rounding
+//!   correction (in the grid kernel only).
 //! * Streaming outputs (≥ the LLC): the store fence now runs once per thread and task batch
 //!   (when the per-thread scratch drops, `layout::Work::unfenced`) instead of once per row;
 //!   outputs with strided rows (built in a scratch row and copied out) no longer stream.
@@ -74,6 +79,48 @@
 //!   this workload was 1.72×. One quiet `compare.py` run gave 1.79× (10.48 → 18.79 GB/s); one
 //!   `scaling_ceiling.py` run gave two processes 1.91× but `num_threads=2` 1.61×: an
 //!   in-process gap worth a look on the threading side (task split, pool), not in the kernel.
+//!
+//! Performance notes, AMD EPYC Zen 5, next round (grid references, max+min in the exp loop;
+//! same VM, busier: other jobs compiled and benchmarked on the second vCPU throughout, so
+//! single figures moved ±30%; ranges below are from interleaved runs).
+//! * Profile first (3000 plain calls on 8×262144, `perf record`): exp-store-sum 46% of the
+//!   samples, the scale pass 19%, max+min 10%, libm `exp` (two per block) 2.6%, the rest
+//!   Python and allocation. Per pass (Rust, out=, steady state, ns/element): whole call
+//!   0.18–0.19; max+min 0.037–0.044 over the array against 0.012 in L1; pass 1 (max+min +
+//!   exp-store-sum) 0.131–0.138 against 0.104 for its parts in L1; scale pass 0.036–0.039
+//!   against 0.020 in L1. 32×65536 (a row's input and output fit in L2) cost the same per
+//!   element as 8×262144: the L2 fit of a row is not what limits; the exp loop is bound by the
+//!   FP pipes (7 of its ~14.5 vector operations per 16 elements on the two FMA pipes; the rest
+//!   share the other two with the permutes and integer operations).
+//! * Grid references (see the module docs): exp-store-sum of a 2048 block in L1, A/B in one
+//!   process against the kernel of `x − m`: 0.093 → 0.087 ns/element with the table
+//!   correction, 0.082–0.086 without it (kept: 1.0 ulp instead of 0.57 against `exp(x − ref)`,
+//!   while the rounding of `x − m` it replaces cost up to 64 ulp). Softmax float32 against an f64
+//!   softmax of the same inputs (37×1531, σ = 5): max relative error 2.0e−6 → 2.6e−7 (AVX-512),
+//!   1.8e−7 (scalar), 2.3e−7 (AVX2).
+//! * The next block's max+min in the exp loop (AVX-512, blocks of equal length): the separate
+//!   pass waited on memory (its loads are now interleaved with the FP-bound exp work; the input
+//!   prefetch moves to 16 KiB ahead). Whole call, Rust, out=, 8×262144: 0.171–0.179 →
+//!   0.147–0.174 ns/element (with the grid kernel).
+//! * The per-block ratios `exp(ref_b − ref)` of grid references come from a 16-entry f64 table
+//!   and the exponent bits (`softmax.rs`, `ref_ratio`): the 2.6–2.8% in libm `exp` is gone.
+//! * After: exp-store-sum (with the next max+min) 58% of the samples, scale 18.5%.
+//! * Result, LTO wheels of main and of this work in alternating processes (thread CPU time,
+//!   best of 12 bursts of 30 calls, four rounds each, twice), ratio to `np.copyto` of the same
+//!   array: 8×262144 plain 0.33–0.44 → 0.38–0.49 (best 21.4 → 22.5 GB/s; `np.copyto`
+//!   42–52 GB/s), out= 0.33–0.44 → 0.39–0.48 (best 20.6 → 24.0 GB/s); 4096×1024 0.50–0.72 →
+//!   0.46–0.75 plain, 0.47–0.65 → 0.43–0.74 out= (memory-bound; unchanged within the noise);
+//!   64×65536 0.47–0.76 → 0.52–0.72 plain, 0.49–0.98 → 0.53–0.76 out= (same). The 0.5 bar
+//!   for 8×262144 plain was touched (0.49) but not held on this loaded machine.
+//! * Tried and left: the scale of the previous row fused into this row's exp loop (one block
+//!   of it per block, in the same 128-element steps): 0.145–0.177 separate against
+//!   0.153–0.187 fused, no gain; per-`j` coefficient tables (`T_j`, `T_j·Q0`, `T_j·Q1`: six
+//!   FMA-pipe operations instead of seven but three permutes instead of one): slower (grid
+//!   kernel / old kernel 1.0 against 0.93 in L1): the permutes share the FP pipes; `prefetchw`
+//!   for the output through inline asm (`_MM_HINT_ET0` compiles to `prefetcht0` without the
+//!   `prfchw` target feature, unstable in Rust 1.95): no measurable change; a prefetch of the
+//!   block before in the (backwards) scale pass: no measurable change. Left for later: the
+//!   sum could widen to f64 every 16 vectors instead of 8 (−0.25 operation per vector).
 //!
 //! Performance notes, Intel Sapphire Rapids (2-vCPU KVM VM with AVX-512, reporting a 260 MiB
 //! L3, shared with other jobs: the second vCPU was busy during most measurements); LTO wheel,

@@ -1,11 +1,13 @@
 //! Softmax with temperature, log-softmax, logsumexp and their VJPs.
 //!
 //! The row kernel is blocked: each block of [`Float::BLOCK`] elements is read from memory once
-//! for its maximum and, while still in L1, exponentiated against that block maximum, stored to
-//! the output and summed. Block sums are folded into one running `(max, sum)` pair in f64
-//! (the online-softmax recurrence, but per block, so the rescaling costs one scalar `exp` per
-//! block rather than per element). A final pass multiplies each block by
-//! `exp(block_max − max) / sum`. Small rows are a single block, so the data is read from
+//! for its maximum and, while still in L1, exponentiated against a reference — the block
+//! maximum, or for float32 at temperature 1 a grid point near it that the exp kernel folds
+//! into its range reduction (see [`exp::exp_store_sum_f32_ref`]) — stored to the output and
+//! summed (at the AVX-512 level the next block's maximum is found in the same loop). Block sums
+//! are folded into one running `(reference, sum)` pair in f64 (the online-softmax recurrence,
+//! but per block, so the rescaling costs one scalar `exp` per block rather than per element).
+//! A final pass multiplies each block by `exp(block_ref − ref) / sum`. Small rows are a single block, so the data is read from
 //! memory once and written once, with one vector `exp` per element. Sums are accumulated in f64
 //! lanes (a float32 sum over a long row would lose ~√n·eps).
 //!
@@ -57,9 +59,49 @@ fn check_temperature<T: Float>(t: &Params<'_>, n_rows: usize) -> Result<()> {
     Ok(())
 }
 
+/// `2^(j/16)` in f64 (correctly rounded).
+const EXP2_16: [f64; 16] = [
+    1.0,
+    1.044_273_782_427_413_8,
+    1.090_507_732_665_257_7,
+    1.138_788_634_756_691_6,
+    1.189_207_115_002_721,
+    1.241_857_812_073_484,
+    1.296_839_554_651_009_6,
+    1.354_255_546_936_892_7,
+    std::f64::consts::SQRT_2,
+    1.476_826_145_939_499_3,
+    1.542_210_825_407_940_7,
+    1.610_490_331_949_254_3,
+    1.681_792_830_507_429,
+    1.756_252_160_373_299_5,
+    1.834_008_086_409_342_4,
+    1.915_206_561_397_147_4,
+];
+
+/// `exp(d·c)` for `d ≤ 0`, the ratio of two block references (see [`block_exp_sum`]). Grid
+/// references at temperature 1 differ by a multiple of `ln2/16`: then `2^(n/16)` from a table
+/// and the exponent bits (no libm `exp`, whose two calls per block were ~3% of a 8×262144
+/// call); elsewhere `exp`. A `d` that is not a grid multiple but lies within 1e−9 of one
+/// (`4·10⁻¹¹` relative) makes no difference to a float32 result either.
+#[inline]
+fn ref_ratio(d: f64, c: f64) -> f64 {
+    if c == 1.0 {
+        let q = d * (16.0 / std::f64::consts::LN_2);
+        let n = q.round();
+        if (q - n).abs() < 1e-9 && (-16_000.0..=0.0).contains(&n) {
+            let n = n as i64;
+            let scale = f64::from_bits(((1023 + (n >> 4)) as u64) << 52);
+            return EXP2_16[(n & 15) as usize] * scale;
+        }
+    }
+    (d * c).exp()
+}
+
 /// The outcome of the first pass over a row.
 enum Pass1 {
-    /// Finite maximum `m` (f64) and `Σ exp((x − m)·c)`.
+    /// The largest block reference `m` (f64; the row maximum, or a grid point near it) and
+    /// `Σ exp((x − m)·c)`.
     Normal {
         m: f64,
         s: f64,
@@ -179,13 +221,13 @@ fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f6
             s = if m == f64::NEG_INFINITY {
                 bs
             } else {
-                s * ((m - bmf) * cf).exp() + bs
+                s * ref_ratio(m - bmf, cf) + bs
             };
             m = bmf;
         } else if bmf == m {
             s += bs;
         } else {
-            s += bs * ((bmf - m) * cf).exp();
+            s += bs * ref_ratio(bmf - m, cf);
         }
         blocks.push(bmf);
     }
@@ -228,7 +270,7 @@ fn softmax_row_ms<T: Float>(
                 let f = if bm == m {
                     1.0 / s
                 } else {
-                    ((bm - m) * cf).exp() / s
+                    ref_ratio(bm - m, cf) / s
                 };
                 match kern::cast_mut::<T, f32>(ob) {
                     Some(o) => exp::scale_f32(o, f as f32),
@@ -291,7 +333,7 @@ fn softmax_row_streaming_unfenced<T: Float>(
                 } else if bm == m {
                     1.0 / s
                 } else {
-                    ((bm - m) * cf).exp() / s
+                    ref_ratio(bm - m, cf) / s
                 };
                 exp::scale_into_streaming(sb, f, ob);
             }
@@ -631,6 +673,29 @@ mod tests {
             check::<f32>(rows, n, 0.7);
             check::<f64>(rows, n, 1.0);
         }
+    }
+
+    /// The table ratio of grid references against libm `exp`, and the fallback.
+    #[test]
+    fn ref_ratio_matches_exp() {
+        let step = std::f64::consts::LN_2 / 16.0;
+        for n in (0..40_000).map(|i| -(i as f64)) {
+            for (a, b) in [(0.0, n), (3.0, 3.0 + n), (-47_000.0, -47_000.0 + n)] {
+                let d = b * step - a * step;
+                let (want, got) = (d.exp(), ref_ratio(d, 1.0));
+                // `d` itself carries the rounding of the two products (the table does not).
+                let tol =
+                    (4.0 + 2.0 * (a * step).abs() + 2.0 * (b * step).abs()) * f64::EPSILON * want;
+                assert!((got - want).abs() <= tol, "{n} {got} {want}");
+            }
+        }
+        for d in [-0.3, -700.5, 0.0] {
+            assert_eq!(ref_ratio(d, 1.0), d.exp());
+            assert_eq!(ref_ratio(d, 0.5), (d * 0.5).exp());
+        }
+        // Within 1e−9 of a grid multiple counts as one: 4e−11 relative at most.
+        assert!((ref_ratio(-1e-12, 1.0) - (-1e-12f64).exp()).abs() < 1e-11);
+        assert_eq!(ref_ratio(f64::NEG_INFINITY, 1.0), 0.0);
     }
 
     #[test]
