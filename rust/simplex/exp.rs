@@ -12,6 +12,13 @@
 //! needs two permutes and a blend per table). float64 uses the degree-13 Taylor polynomial
 //! (truncation error 4e-18).
 //!
+//! Grid references (float32, temperature 1; [`exp_store_sum_f32_ref`]): softmax only needs
+//! `exp(x − ref)` for one reference per block, so the kernels take a grid point near the block
+//! maximum — `M·ln2/16` (AVX-512, scalar) or `K·ln 2` (AVX2) — and reduce `x` itself against
+//! the same grid: one vector operation fewer and no rounding of `x − m`. Worst error against
+//! `exp(x − ref)` in f64: 1.0 ulp (AVX-512, which drops the table correction), 0.66 (scalar),
+//! 0.84 (AVX2).
+//!
 //! Only arguments ≤ 0 occur in softmax (`x − max`). float32 arguments below −87 give exactly
 //! 0 (`exp(−87) ≈ 1.6e−38`, just above the smallest normal number; every level compares and
 //! masks), so results are never subnormal; float64 compares and masks below the smallest
@@ -55,10 +62,8 @@
 //!   per-thread scratch drops): same bits, no measurable gain (32×1024 in L2 0.20 ns/element
 //!   either way, 8×262144 the same), so not worth its raw-pointer bookkeeping. The per-block
 //!   libm `exp` of pass 1 replaced by `exp_neg_f64`: no change.
-//! * Not done (ideas): fold `x − m` into the reduction (`t = fma(x, 16/ln 2, C)` with
-//!   `C = 1.5·2²³ − round(m·16/ln 2)`, the row constant absorbed into the final factor): one
-//!   operation of 14, but the FMA-less scalar path would lose accuracy for large |x|; drop the
-//!   table-rounding correction: one permute, but ~1 ulp instead of 0.57.
+//! * Done in the next round (below): fold `x − m` into the reduction; drop the table-rounding
+//!   correction (in the grid kernel only).
 //! * Streaming outputs (≥ the LLC): the store fence now runs once per thread and task batch
 //!   (when the per-thread scratch drops, `layout::Work::unfenced`) instead of once per row;
 //!   outputs with strided rows (built in a scratch row and copied out) no longer stream.
@@ -74,6 +79,48 @@
 //!   this workload was 1.72×. One quiet `compare.py` run gave 1.79× (10.48 → 18.79 GB/s); one
 //!   `scaling_ceiling.py` run gave two processes 1.91× but `num_threads=2` 1.61×: an
 //!   in-process gap worth a look on the threading side (task split, pool), not in the kernel.
+//!
+//! Performance notes, AMD EPYC Zen 5, next round (grid references, max+min in the exp loop;
+//! same VM, busier: other jobs compiled and benchmarked on the second vCPU throughout, so
+//! single figures moved ±30%; ranges below are from interleaved runs).
+//! * Profile first (3000 plain calls on 8×262144, `perf record`): exp-store-sum 46% of the
+//!   samples, the scale pass 19%, max+min 10%, libm `exp` (two per block) 2.6%, the rest
+//!   Python and allocation. Per pass (Rust, out=, steady state, ns/element): whole call
+//!   0.18–0.19; max+min 0.037–0.044 over the array against 0.012 in L1; pass 1 (max+min +
+//!   exp-store-sum) 0.131–0.138 against 0.104 for its parts in L1; scale pass 0.036–0.039
+//!   against 0.020 in L1. 32×65536 (a row's input and output fit in L2) cost the same per
+//!   element as 8×262144: the L2 fit of a row is not what limits; the exp loop is bound by the
+//!   FP pipes (7 of its ~14.5 vector operations per 16 elements on the two FMA pipes; the rest
+//!   share the other two with the permutes and integer operations).
+//! * Grid references (see the module docs): exp-store-sum of a 2048 block in L1, A/B in one
+//!   process against the kernel of `x − m`: 0.093 → 0.087 ns/element with the table
+//!   correction, 0.082–0.086 without it (kept: 1.0 ulp instead of 0.57 against `exp(x − ref)`,
+//!   while the rounding of `x − m` it replaces cost up to 64 ulp). Softmax float32 against an f64
+//!   softmax of the same inputs (37×1531, σ = 5): max relative error 2.0e−6 → 2.6e−7 (AVX-512),
+//!   1.8e−7 (scalar), 2.3e−7 (AVX2).
+//! * The next block's max+min in the exp loop (AVX-512, blocks of equal length): the separate
+//!   pass waited on memory (its loads are now interleaved with the FP-bound exp work; the input
+//!   prefetch moves to 16 KiB ahead). Whole call, Rust, out=, 8×262144: 0.171–0.179 →
+//!   0.147–0.174 ns/element (with the grid kernel).
+//! * The per-block ratios `exp(ref_b − ref)` of grid references come from a 16-entry f64 table
+//!   and the exponent bits (`softmax.rs`, `ref_ratio`): the 2.6–2.8% in libm `exp` is gone.
+//! * After: exp-store-sum (with the next max+min) 58% of the samples, scale 18.5%.
+//! * Result, LTO wheels of main and of this work in alternating processes (thread CPU time,
+//!   best of 12 bursts of 30 calls, four rounds each, twice), ratio to `np.copyto` of the same
+//!   array: 8×262144 plain 0.33–0.44 → 0.38–0.49 (best 21.4 → 22.5 GB/s; `np.copyto`
+//!   42–52 GB/s), out= 0.33–0.44 → 0.39–0.48 (best 20.6 → 24.0 GB/s); 4096×1024 0.50–0.72 →
+//!   0.46–0.75 plain, 0.47–0.65 → 0.43–0.74 out= (memory-bound; unchanged within the noise);
+//!   64×65536 0.47–0.76 → 0.52–0.72 plain, 0.49–0.98 → 0.53–0.76 out= (same). The 0.5 bar
+//!   for 8×262144 plain was touched (0.49) but not held on this loaded machine.
+//! * Tried and left: the scale of the previous row fused into this row's exp loop (one block
+//!   of it per block, in the same 128-element steps): 0.145–0.177 separate against
+//!   0.153–0.187 fused, no gain; per-`j` coefficient tables (`T_j`, `T_j·Q0`, `T_j·Q1`: six
+//!   FMA-pipe operations instead of seven but three permutes instead of one): slower (grid
+//!   kernel / old kernel 1.0 against 0.93 in L1): the permutes share the FP pipes; `prefetchw`
+//!   for the output through inline asm (`_MM_HINT_ET0` compiles to `prefetcht0` without the
+//!   `prfchw` target feature, unstable in Rust 1.95): no measurable change; a prefetch of the
+//!   block before in the (backwards) scale pass: no measurable change. Left for later: the
+//!   sum could widen to f64 every 16 vectors instead of 8 (−0.25 operation per vector).
 //!
 //! Performance notes, Intel Sapphire Rapids (2-vCPU KVM VM with AVX-512, reporting a 260 MiB
 //! L3, shared with other jobs: the second vCPU was busy during most measurements); LTO wheel,
@@ -254,6 +301,22 @@ pub fn exp_neg_f32(x: f32) -> f32 {
     s * q + s
 }
 
+/// Portable `exp(x − M·ln2/16)` for a grid point `M` (`mg`, an integer in f64) with the
+/// argument ≥ −86.5 and `|x| ≤ 2048` (see `grid_point`): [`exp_neg_f32`]'s table and cubic on
+/// `n = N − M`, `N = round(x·16/ln 2)`, with `r = x − N·ln2/16` reduced in f64 (no FMA here,
+/// and `N` can exceed the 11 bits that keep `N·ln2/16` exact in float32).
+#[inline(always)]
+pub fn exp_grid_f32(x: f32, mg: f64) -> f32 {
+    let xd = x as f64;
+    let nf = (xd / LN2_16_F64).round_ties_even();
+    let r = (xd - nf * LN2_16_F64) as f32;
+    let ni = (nf - mg) as i32;
+    let j = (ni & 15) as usize;
+    let s = f32::from_bits(F32_TAB[j].wrapping_add((ni as u32) << 19));
+    let q = ((F32_Q[1] * r + F32_Q[0]) * r + 1.0) * r + F32_TAB_D[j];
+    s * q + s
+}
+
 /// Portable float64 `exp` for `x ≤ 0`.
 #[inline(always)]
 pub fn exp_neg_f64(x: f64) -> f64 {
@@ -382,15 +445,22 @@ pub const EXP_NO_CLAMP: f32 = -87.0;
 
 /// The largest element of `x` (−∞ when empty) and a lower bound on the smallest: at the
 /// AVX-512 level the smallest itself when it is negative and 0 when no element is (one pass
-/// finds both for about the cost of one), −∞ elsewhere. With the bound the exponential kernels can skip their clamp
-/// ([`exp_store_sum_f32_above`]).
+/// finds both for about the cost of one), elsewhere the smallest (+∞ when empty; NaN is
+/// skipped by both). With the bound the exponential kernels can skip their clamp
+/// ([`exp_store_sum_f32_above`]) and use a grid reference ([`exp_store_sum_f32_ref`]).
 pub fn max_min_f32(x: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if path() == Path::Avx512 {
+    match path() {
         // SAFETY: the features were detected at run time (see `max_f32`).
-        return unsafe { avx512::max_min_f32(x) };
+        Path::Avx512 => return unsafe { avx512::max_min_f32(x) },
+        // SAFETY: as above.
+        Path::Avx2 => return unsafe { avx2::max_min_f32(x) },
+        Path::Scalar => {}
     }
-    (max_f32(x), f32::NEG_INFINITY)
+    let lo = x
+        .iter()
+        .fold(f32::INFINITY, |a, &v| if v < a { v } else { a });
+    (max_f32(x), lo)
 }
 
 /// Whether arguments `(x − m)·c` with `x ≥ lo` may fall below [`EXP_NO_CLAMP`] (or `lo` is
@@ -425,6 +495,84 @@ pub fn exp_sum_f32_above(x: &[f32], m: f32, c: f32, lo: f32) -> f64 {
         return unsafe { avx512::es_f32(x, m, c, clamp) };
     }
     exp_sum_f32(x, m, c)
+}
+
+/// Grid references need `|x| ≤` this (see [`grid_point`]).
+const GRID_MAX_ABS: f32 = 2048.0;
+
+/// `ln 2/16` in f64: the spacing of the grid references.
+const LN2_16_F64: f64 = std::f64::consts::LN_2 / 16.0;
+
+/// The grid point `M` (a reference `M·ln2/16` within `ln2/32` of `m`) for a block with maximum
+/// `m` and lower bound `lo`, when the grid kernels apply: temperature 1, `|m|` and `|lo|` at
+/// most [`GRID_MAX_ABS`] (so `|N| < 2^16` and the reduction keeps its accuracy), and every
+/// argument `x − M·ln2/16 ≥ −86.5` (so `2^k` is normal without a clamp).
+#[inline]
+fn grid_point(m: f32, c: f32, lo: f32) -> Option<f64> {
+    if c != 1.0 || !(m.abs() <= GRID_MAX_ABS && lo.abs() <= GRID_MAX_ABS) {
+        return None;
+    }
+    let mg = (m as f64 / LN2_16_F64).round_ties_even();
+    if (lo as f64) - mg * LN2_16_F64 < -86.5 {
+        return None;
+    }
+    Some(mg)
+}
+
+/// `out = exp(x − ref)` and `Σ out` (f64) for a reference `ref` the kernel picks, returned as
+/// `(Σ, ref, next)`; `m` is the block's maximum and `lo ≤` every element. Softmax only needs
+/// one common reference per block: with temperature 1 and [`grid_point`]'s bounds `ref` is a
+/// grid point near `m` — `M·ln2/16` (AVX-512 and scalar, the 16-entry table kernels) or
+/// `K·ln 2` (AVX2, `2ⁿ·p(r)`), within half a step — so `x − ref` folds into the range
+/// reduction (`n = round(x·16/ln2) − M` in one FMA, and `r = x − N·ln2/16` is reduced from `x`
+/// itself, so the rounding of `x − m` is gone as well, up to ~60 ulp of the terms far below
+/// the maximum); the terms are then at most `exp(ln2/32)` (`√2` for AVX2). Elsewhere
+/// `ref = m` and the terms are those of [`exp_store_sum_f32_above`]. At the AVX-512 level,
+/// when `next` (the following block) is as long as `x`, its [`max_min_f32`] is found in the
+/// same loop and returned as `next`.
+pub fn exp_store_sum_f32_ref(
+    x: &[f32],
+    m: f32,
+    c: f32,
+    lo: f32,
+    out: &mut [f32],
+    next: Option<&[f32]>,
+) -> (f64, f64, Option<(f32, f32)>) {
+    assert_eq!(x.len(), out.len());
+    match (path(), grid_point(m, c, lo)) {
+        #[cfg(target_arch = "x86_64")]
+        (Path::Avx512, Some(mg)) => {
+            if let Some(nx) = next.filter(|nx| nx.len() == x.len()) {
+                // SAFETY: the features were detected at run time (see `max_f32`); lengths are
+                // equal; `grid_point` checked the kernel's preconditions.
+                let (s, h, l) = unsafe { avx512::ess_grid_mm_f32(x, m, mg as f32, out, nx) };
+                return (s, mg * LN2_16_F64, Some((h, l)));
+            }
+            // SAFETY: as above.
+            let s = unsafe { avx512::ess_grid_f32(x, m, mg as f32, out) };
+            (s, mg * LN2_16_F64, None)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Path::Avx2, Some(_)) => {
+            let k = (m as f64 * LOG2E).round_ties_even();
+            // SAFETY: as above; `grid_point`'s bounds hold for `K·ln 2` too (within ln2/2 of
+            // `m`: arguments ≥ −86.5 − ln2/2, so `2ⁿ` stays normal).
+            let s = unsafe { avx2::ess_grid_f32(x, k, out) };
+            (s, k * std::f64::consts::LN_2, None)
+        }
+        (Path::Scalar, Some(mg)) => {
+            let mut acc = [0.0f64; 4];
+            for (xs, os) in x.chunks(4).zip(out.chunks_mut(4)) {
+                for k in 0..xs.len() {
+                    let e = exp_grid_f32(xs[k], mg);
+                    os[k] = e;
+                    acc[k] += e as f64;
+                }
+            }
+            (acc.iter().sum(), mg * LN2_16_F64, None)
+        }
+        _ => (exp_store_sum_f32_above(x, m, c, lo, out), m as f64, None),
+    }
 }
 
 /// `x[i] *= f` (softmax's last pass): at the AVX-512 level with aligned stores (see
@@ -673,6 +821,43 @@ mod avx2 {
         a.iter().sum()
     }
 
+    /// Maximum and minimum (`vmaxps`/`vminps` keep their second operand on NaN, so a NaN may be
+    /// dropped: the bound serves finite blocks only, and NaN reaches the sum anyway).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn max_min_f32(x: &[f32]) -> (f32, f32) {
+        let n = x.len();
+        let p = x.as_ptr();
+        let mut a0 = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut a1 = a0;
+        let mut b0 = _mm256_set1_ps(f32::INFINITY);
+        let mut b1 = b0;
+        let mut i = 0;
+        while i + 16 <= n {
+            let (v0, v1) = (_mm256_loadu_ps(p.add(i)), _mm256_loadu_ps(p.add(i + 8)));
+            a0 = _mm256_max_ps(a0, v0);
+            a1 = _mm256_max_ps(a1, v1);
+            b0 = _mm256_min_ps(b0, v0);
+            b1 = _mm256_min_ps(b1, v1);
+            i += 16;
+        }
+        let mut a = [0f32; 8];
+        let mut b = [0f32; 8];
+        _mm256_storeu_ps(a.as_mut_ptr(), _mm256_max_ps(a0, a1));
+        _mm256_storeu_ps(b.as_mut_ptr(), _mm256_min_ps(b0, b1));
+        let (mut m, mut lo) = (f32::NEG_INFINITY, f32::INFINITY);
+        for &v in a.iter().chain(&x[i..]) {
+            if v > m {
+                m = v;
+            }
+        }
+        for &v in b.iter().chain(&x[i..]) {
+            if v < lo {
+                lo = v;
+            }
+        }
+        (m, lo)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn max_f32(x: &[f32]) -> f32 {
         let n = x.len();
@@ -842,6 +1027,68 @@ mod avx2 {
         let mut s = hsum_pd(s0);
         for j in i..n {
             let e = exp_neg_f32((x[j] - m) * c);
+            out[j] = e;
+            s += e as f64;
+        }
+        s
+    }
+
+    /// `exp(x − K·ln 2)` for an integer `K` (`k`): `t = x·log2 e + (1.5·2²³ + 127 − K)` keeps
+    /// `N − K + 127` in its low bits (`N = round(x·log2 e)`), `t − (1.5·2²³ + 127 − K) = N`, and
+    /// `r = x − N·ln 2` is reduced from `x` itself. No clamp: the caller guarantees arguments
+    /// ≥ −87 and `|x| ≤ 2048` (see `grid_point`).
+    #[inline(always)]
+    unsafe fn exp_grid_ps(x: __m256, kk: __m256) -> __m256 {
+        let t = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E as f32), kk);
+        let n = _mm256_sub_ps(t, kk);
+        let mut r = _mm256_fnmadd_ps(n, _mm256_set1_ps(F32_LN2_HI), x);
+        r = _mm256_fnmadd_ps(n, _mm256_set1_ps(F32_LN2_LO), r);
+        let mut p = _mm256_set1_ps(F32_C[4]);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(F32_C[3]));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(F32_C[2]));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(F32_C[1]));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(F32_C[0]));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
+        _mm256_mul_ps(p, scale)
+    }
+
+    /// `out = exp(x − k·ln 2)`, returns the sum (see `exp_grid_ps`; the scalar tail uses
+    /// `exp_grid_f32` on the same reference).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn ess_grid_f32(x: &[f32], k: f64, out: &mut [f32]) -> f64 {
+        let n = x.len();
+        let (p, q) = (x.as_ptr(), out.as_mut_ptr());
+        let kk = _mm256_set1_ps(F32_ROUND_MAGIC - k as f32);
+        let mut s0 = _mm256_setzero_pd();
+        let mut i = 0;
+        while i + 32 <= n {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + 1024) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + 1040) as *const i8);
+            let e0 = exp_grid_ps(_mm256_loadu_ps(p.add(i)), kk);
+            let e1 = exp_grid_ps(_mm256_loadu_ps(p.add(i + 8)), kk);
+            let e2 = exp_grid_ps(_mm256_loadu_ps(p.add(i + 16)), kk);
+            let e3 = exp_grid_ps(_mm256_loadu_ps(p.add(i + 24)), kk);
+            _mm256_storeu_ps(q.add(i), e0);
+            _mm256_storeu_ps(q.add(i + 8), e1);
+            _mm256_storeu_ps(q.add(i + 16), e2);
+            _mm256_storeu_ps(q.add(i + 24), e3);
+            s0 = acc_ps(
+                s0,
+                _mm256_add_ps(_mm256_add_ps(e0, e1), _mm256_add_ps(e2, e3)),
+            );
+            i += 32;
+        }
+        while i + 8 <= n {
+            let e0 = exp_grid_ps(_mm256_loadu_ps(p.add(i)), kk);
+            _mm256_storeu_ps(q.add(i), e0);
+            s0 = acc_ps(s0, e0);
+            i += 8;
+        }
+        let mut s = hsum_pd(s0);
+        for j in i..n {
+            let e = exp_grid_f32(x[j], 16.0 * k);
             out[j] = e;
             s += e as f64;
         }
@@ -1033,6 +1280,33 @@ mod avx512 {
         } else {
             _mm512_fmadd_ps(s, q, s)
         }
+    }
+
+    /// [`exp_ps`] of `x − M·ln2/16` given `kk = 1.5·2²³ − M` (no clamp: the caller guarantees
+    /// `x − M·ln2/16 ≥ −86.5`, `|x| ≤ GRID_MAX_ABS` or NaN). `t = x·16/ln2 + kk` keeps
+    /// `n = N − M` in its low bits (`N = round(x·16/ln2)`), `t − kk = N` exactly, and
+    /// `r = x − N·ln2/16` is reduced from `x` itself: one operation fewer than `exp_ps` of
+    /// `x − m`, and no rounding of `x − m` (which cost up to ~60 ulp of the softmax terms far
+    /// below the maximum, `|x − m|·2⁻²⁴` relative). The table's rounding error is not added
+    /// back (one `vpermps` fewer, ~6% of this kernel): worst error 1.0 ulp against 0.57
+    /// (against `exp(x − M·ln2/16)` in f64, 2·10⁷ arguments in [M·ln2/16 − 86, M·ln2/16]
+    /// for 200 values of `M`; the tests check 1.1).
+    #[inline(always)]
+    unsafe fn exp_grid_ps(x: __m512, kk: __m512) -> __m512 {
+        let t = _mm512_fmadd_ps(x, _mm512_set1_ps(F32_L16), kk);
+        let nn = _mm512_sub_ps(t, kk);
+        let mut r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(F32_LN2_16_HI), x);
+        r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(F32_LN2_16_LO), r);
+        let ti = _mm512_castps_si512(t);
+        let tab = _mm512_loadu_si512(F32_TAB.as_ptr() as *const _);
+        let s = _mm512_castsi512_ps(_mm512_add_epi32(
+            _mm512_permutexvar_epi32(ti, tab),
+            _mm512_slli_epi32::<19>(ti),
+        ));
+        let mut q = _mm512_fmadd_ps(_mm512_set1_ps(F32_Q[1]), r, _mm512_set1_ps(F32_Q[0]));
+        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0));
+        q = _mm512_mul_ps(q, r);
+        _mm512_fmadd_ps(s, q, s)
     }
 
     #[inline(always)]
@@ -1275,31 +1549,93 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn ess_f32(x: &[f32], m: f32, c: f32, out: &mut [f32], clamp: bool) -> f64 {
         match (c == 1.0, clamp) {
-            (true, true) => ess_f32_k::<false, true, true>(x, m, c, Some(out)),
-            (true, false) => ess_f32_k::<false, true, false>(x, m, c, Some(out)),
-            (false, true) => ess_f32_k::<true, true, true>(x, m, c, Some(out)),
-            (false, false) => ess_f32_k::<true, true, false>(x, m, c, Some(out)),
+            (true, true) => ess_f32_k::<false, true, true, false>(x, m, c, Some(out)),
+            (true, false) => ess_f32_k::<false, true, false, false>(x, m, c, Some(out)),
+            (false, true) => ess_f32_k::<true, true, true, false>(x, m, c, Some(out)),
+            (false, false) => ess_f32_k::<true, true, false, false>(x, m, c, Some(out)),
         }
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn es_f32(x: &[f32], m: f32, c: f32, clamp: bool) -> f64 {
         match (c == 1.0, clamp) {
-            (true, true) => ess_f32_k::<false, false, true>(x, m, c, None),
-            (true, false) => ess_f32_k::<false, false, false>(x, m, c, None),
-            (false, true) => ess_f32_k::<true, false, true>(x, m, c, None),
-            (false, false) => ess_f32_k::<true, false, false>(x, m, c, None),
+            (true, true) => ess_f32_k::<false, false, true, false>(x, m, c, None),
+            (true, false) => ess_f32_k::<false, false, false, false>(x, m, c, None),
+            (false, true) => ess_f32_k::<true, false, true, false>(x, m, c, None),
+            (false, false) => ess_f32_k::<true, false, false, false>(x, m, c, None),
         }
     }
 
+    /// `out = exp(x − mg·ln2/16)`, returns the sum; `m` is the block's maximum (its lanes fill
+    /// the masked head and tail). The caller guarantees `grid_point`'s conditions.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn ess_grid_f32(x: &[f32], m: f32, mg: f32, out: &mut [f32]) -> f64 {
+        ess_f32_k::<false, true, false, true>(x, m, F32_MAGIC - mg, Some(out))
+    }
+
     /// Exp-(store-)sum; `STORE` says whether `out` is given (its length equals `x.len()`).
+    /// With `GRID` the terms are `exp(x − M·ln2/16)` and `c` is `1.5·2²³ − M` (see
+    /// `exp_grid_ps`; `SCALED` and `CLAMP` must be false).
     #[inline(always)]
-    unsafe fn ess_f32_k<const SCALED: bool, const STORE: bool, const CLAMP: bool>(
+    unsafe fn ess_f32_k<
+        const SCALED: bool,
+        const STORE: bool,
+        const CLAMP: bool,
+        const GRID: bool,
+    >(
         x: &[f32],
         m: f32,
         c: f32,
         out: Option<&mut [f32]>,
     ) -> f64 {
+        let mut mm = (0.0, 0.0);
+        ess_f32_kf::<SCALED, STORE, CLAMP, GRID, false>(x, m, c, out, std::ptr::null(), &mut mm)
+    }
+
+    /// `ess_grid_f32` that also finds the maximum and lower bound (as `max_min_f32`) of `next`
+    /// (same length as `x`): its loads ride along in the exp loop, whose float-multiply
+    /// units are the bottleneck, instead of a separate pass that waits on memory.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn ess_grid_mm_f32(
+        x: &[f32],
+        m: f32,
+        mg: f32,
+        out: &mut [f32],
+        next: &[f32],
+    ) -> (f64, f32, f32) {
+        assert_eq!(next.len(), x.len());
+        let mut mm = (0.0, 0.0);
+        let s = ess_f32_kf::<false, true, false, true, true>(
+            x,
+            m,
+            F32_MAGIC - mg,
+            Some(out),
+            next.as_ptr(),
+            &mut mm,
+        );
+        (s, mm.0, mm.1)
+    }
+
+    /// The kernel behind `ess_f32_k`; with `MM` it also stores in `mm` the maximum and lower
+    /// bound of the `x.len()` elements at `nx` (see `ess_grid_mm_f32`).
+    #[inline(always)]
+    unsafe fn ess_f32_kf<
+        const SCALED: bool,
+        const STORE: bool,
+        const CLAMP: bool,
+        const GRID: bool,
+        const MM: bool,
+    >(
+        x: &[f32],
+        m: f32,
+        c: f32,
+        out: Option<&mut [f32]>,
+        nx: *const f32,
+        mm: &mut (f32, f32),
+    ) -> f64 {
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let (mut a0, mut a1) = (ninf, ninf);
+        let (mut b0, mut b1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
         let n = x.len();
         let p = x.as_ptr();
         let q = match out {
@@ -1309,9 +1645,18 @@ mod avx512 {
         let (vm, vc) = (_mm512_set1_ps(m), _mm512_set1_ps(c));
         // A macro, not a closure: a closure is a separate function without the enclosing
         // target features (it was not inlined, and every intrinsic became a call).
+        macro_rules! exv {
+            ($v:expr) => {
+                if GRID {
+                    exp_grid_ps($v, vc)
+                } else {
+                    exp_ps::<CLAMP>(arg_ps::<SCALED>($v, vm, vc))
+                }
+            };
+        }
         macro_rules! ex {
             ($i:expr) => {
-                exp_ps::<CLAMP>(arg_ps::<SCALED>(_mm512_loadu_ps(p.add($i)), vm, vc))
+                exv!(_mm512_loadu_ps(p.add($i)))
             };
         }
         let mut s0 = _mm512_setzero_pd();
@@ -1322,12 +1667,13 @@ mod avx512 {
         if i > 0 {
             let k = mask16(i);
             // Left-out lanes load `m` (exp(0) = 1) and are dropped from the store and the sum.
-            let e0 = exp_ps::<CLAMP>(arg_ps::<SCALED>(_mm512_mask_loadu_ps(vm, k, p), vm, vc));
+            let e0 = exv!(_mm512_mask_loadu_ps(vm, k, p));
             if STORE {
                 _mm512_mask_storeu_ps(q, k, e0);
             }
             s0 = acc_ps(s0, _mm512_maskz_mov_ps(k, e0));
         }
+        let fuse_from = i;
         // Eight vectors per step, summed in float32 before widening to the float64
         // accumulator: a sum of eight values ≤ 1 loses at most ~4 eps, and widening once per
         // 128 elements instead of per 16 removes most of the conversion work.
@@ -1338,7 +1684,9 @@ mod avx512 {
             // buffer for their read-for-ownership, and the scale pass behind them too).
             // Prefetches never fault, so running past either end is harmless.
             for j in (0..128).step_by(16) {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + j + 2048) as *const i8);
+                // With `MM` the next block's own loads run 8 KiB ahead: prefetch the one after.
+                let ahead = if MM { 4096 } else { 2048 };
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + j + ahead) as *const i8);
                 if STORE {
                     _mm_prefetch::<_MM_HINT_ET0>(q.wrapping_add(i + j + 1024) as *const i8);
                 }
@@ -1354,9 +1702,32 @@ mod avx512 {
                     _mm512_storeu_ps(q.add(b + 48), e3);
                 }
                 *acc = _mm512_add_ps(_mm512_add_ps(e0, e1), _mm512_add_ps(e2, e3));
+                if MM {
+                    // The next block's maximum and lower bound (see `max_min_f32`).
+                    let v0 = _mm512_loadu_ps(nx.add(b));
+                    let v1 = _mm512_loadu_ps(nx.add(b + 16));
+                    let v2 = _mm512_loadu_ps(nx.add(b + 32));
+                    let v3 = _mm512_loadu_ps(nx.add(b + 48));
+                    a0 = _mm512_max_ps(a0, _mm512_max_ps(v0, v1));
+                    a1 = _mm512_max_ps(a1, _mm512_max_ps(v2, v3));
+                    let (u0, u1) = (_mm512_castps_si512(v0), _mm512_castps_si512(v1));
+                    let (u2, u3) = (_mm512_castps_si512(v2), _mm512_castps_si512(v3));
+                    b0 = _mm512_max_epu32(b0, _mm512_max_epu32(u0, u1));
+                    b1 = _mm512_max_epu32(b1, _mm512_max_epu32(u2, u3));
+                }
             }
             s0 = acc_ps(s0, _mm512_add_ps(part[0], part[1]));
             i += 128;
+        }
+        if MM {
+            // The parts of the next block outside the main loop, then the whole.
+            let (h0, l0) = max_min_f32(std::slice::from_raw_parts(nx, fuse_from));
+            let (h1, l1) = max_min_f32(std::slice::from_raw_parts(nx.add(i), n - i));
+            let mx = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+            let u = _mm512_reduce_max_epu32(_mm512_max_epu32(b0, b1));
+            let lo = if u >> 31 == 1 { f32::from_bits(u) } else { 0.0 };
+            // `max_ps` keeps its second operand on NaN, like the separate pass.
+            *mm = (mx.max(h0).max(h1), lo.min(l0).min(l1));
         }
         // At most seven vectors and a partial one remain: one float32 partial sum for them.
         let mut part = _mm512_setzero_ps();
@@ -1371,11 +1742,7 @@ mod avx512 {
         if i < n {
             let k = mask16(n - i);
             // Left-out lanes load `m` (exp(0) = 1) and are dropped from the store and the sum.
-            let e0 = exp_ps::<CLAMP>(arg_ps::<SCALED>(
-                _mm512_mask_loadu_ps(vm, k, p.add(i)),
-                vm,
-                vc,
-            ));
+            let e0 = exv!(_mm512_mask_loadu_ps(vm, k, p.add(i)));
             if STORE {
                 _mm512_mask_storeu_ps(q.add(i), k, e0);
             }
@@ -1686,6 +2053,124 @@ mod tests {
         assert!(exp_sum_f32_above(&x, 0.0, 1.0, f32::NAN) == 1.0);
     }
 
+    /// The AVX-512 grid kernel (`exp(x − M·ln2/16)`) against f64 within 1 ulp, its sum, and the
+    /// next block's maximum and bound found in its loop against `max_min_f32`, at every length
+    /// to 300 and at block sizes, every offset within a cache line; the results with and
+    /// without the next block are the same bits.
+    #[test]
+    fn grid_kernel_matches_f64_and_finds_next_bound() {
+        assert_eq!(grid_point(1.0, 0.5, 0.0), None);
+        assert_eq!(grid_point(3000.0, 1.0, 0.0), None);
+        assert_eq!(grid_point(0.0, 1.0, -87.0), None);
+        assert_eq!(grid_point(0.0, 1.0, f32::NAN), None);
+        assert_eq!(grid_point(0.0, 1.0, f32::NEG_INFINITY), None);
+        assert_eq!(grid_point(1.0, 1.0, -80.0), Some(23.0));
+        if crate::simd::detected() != Level::Avx512 {
+            return;
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let (mut worst, mut worst_scalar, mut worst_avx2) = (0f64, 0f64, 0f64);
+        let lens = (0..300).chain([2047, 2048, 2049]);
+        for (k, n) in lens.enumerate() {
+            let m = [-1500.0f32, -57.018, -3.1, 0.0, 0.3, 5.5, 40.0, -600.0][k % 8];
+            let off = k % 16;
+            let spread = if m.abs() > 1000.0 { 40.0 } else { 86.0 };
+            let mut buf: Vec<f32> = (0..n + 16).map(|_| m - rnd() * spread).collect();
+            if n > 0 {
+                buf[off + (k * 7) % n] = m;
+            }
+            let x = &buf[off..off + n];
+            let mut nbuf: Vec<f32> = (0..n + 16).map(|_| (rnd() - 0.3) * 10.0).collect();
+            match k % 4 {
+                0 if n > 0 => nbuf[off + n - 1] = f32::NEG_INFINITY,
+                1 => nbuf.iter_mut().for_each(|v| *v = v.abs()),
+                2 if n > 0 => nbuf[off] = -1e30,
+                _ => {}
+            }
+            let next = &nbuf[off..off + n];
+            let (mx, lo) = max_min_f32(x);
+            let Some(mg) = grid_point(mx, 1.0, lo) else {
+                assert_eq!(n, 0);
+                continue;
+            };
+            let mut o1 = vec![7f32; n + 16];
+            let mut o2 = vec![7f32; n + 16];
+            // SAFETY: AVX-512F detected (checked above); `grid_point` holds.
+            let s1 = unsafe { avx512::ess_grid_f32(x, mx, mg as f32, &mut o1[off..off + n]) };
+            // SAFETY: as above; equal lengths.
+            let (s2, h, l) =
+                unsafe { avx512::ess_grid_mm_f32(x, mx, mg as f32, &mut o2[off..off + n], next) };
+            assert_eq!(s1.to_bits(), s2.to_bits(), "n={n}");
+            assert!(o1.iter().zip(&o2).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(o1[..off].iter().chain(&o1[off + n..]).all(|&v| v == 7.0));
+            // SAFETY: as above.
+            let (wh, wl) = unsafe { avx512::max_min_f32(next) };
+            assert_eq!(
+                (h.to_bits(), l.to_bits()),
+                (wh.to_bits(), wl.to_bits()),
+                "n={n}"
+            );
+            let r = mg * LN2_16_F64;
+            // The scalar kernel on the same reference, and AVX2 on its own (`K·ln 2`).
+            let mut o4 = vec![0f32; n];
+            for (a, &b) in o4.iter_mut().zip(x) {
+                *a = exp_grid_f32(b, mg);
+            }
+            let k2 = (mx as f64 * LOG2E).round_ties_even();
+            let r2 = k2 * std::f64::consts::LN_2;
+            let mut o5 = vec![0f32; n];
+            // SAFETY: AVX-512F implies AVX2 and FMA (`Level::Avx512`); same bounds.
+            let s5 = unsafe { avx2::ess_grid_f32(x, k2, &mut o5) };
+            let mut want2 = 0f64;
+            for ((&xi, &a), &b) in x.iter().zip(&o4).zip(&o5) {
+                worst_scalar = worst_scalar.max(ulp_err32(a, (xi as f64 - r).exp()));
+                let w2 = (xi as f64 - r2).exp();
+                want2 += w2;
+                worst_avx2 = worst_avx2.max(ulp_err32(b, w2));
+            }
+            assert!((s5 - want2).abs() <= 1e-6 * want2, "n={n} {s5} {want2}");
+            let mut want_sum = 0f64;
+            for (&xi, &oi) in x.iter().zip(&o1[off..off + n]) {
+                let want = (xi as f64 - r).exp();
+                want_sum += want;
+                worst = worst.max(ulp_err32(oi, want));
+            }
+            assert!(
+                (s1 - want_sum).abs() <= 1e-6 * want_sum,
+                "n={n} {s1} {want_sum}"
+            );
+            if path() == Path::Avx512 {
+                let mut o3 = vec![0f32; n];
+                let (s3, r3, mm) = exp_store_sum_f32_ref(x, mx, 1.0, lo, &mut o3, Some(next));
+                assert_eq!((s3.to_bits(), r3), (s1.to_bits(), r));
+                assert_eq!(mm, Some((wh, wl)));
+                assert!(o3
+                    .iter()
+                    .zip(&o1[off..])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+                // A next block of another length is not scanned.
+                let (_, _, mm) = exp_store_sum_f32_ref(x, mx, 1.0, lo, &mut o3, Some(&[]));
+                assert!(mm.is_none() || n == 0);
+            }
+        }
+        assert!(worst <= 1.1, "grid exp worst error {worst} ulp");
+        assert!(
+            worst_scalar <= 1.1,
+            "scalar grid exp worst error {worst_scalar} ulp"
+        );
+        assert!(
+            worst_avx2 <= 2.0,
+            "AVX2 grid exp worst error {worst_avx2} ulp"
+        );
+        eprintln!("grid exp worst: AVX-512 {worst:.3}, scalar {worst_scalar:.3}, AVX2 {worst_avx2:.3} ulp");
+    }
+
     /// The streaming scale of every level against a plain multiply, bit for bit: every length
     /// to 100, every element offset within a cache line, float32 and float64.
     #[test]
@@ -1775,6 +2260,13 @@ mod tests {
                     let x32: Vec<f32> = base[off..off + n].iter().map(|&v| v as f32).collect();
                     let x64: Vec<f64> = base[off..off + n].iter().map(|&v| v * 7.3).collect();
                     assert_eq!(max32(&x32), max_f32_scalar(&x32), "{l:?} n={n}");
+                    #[cfg(target_arch = "x86_64")]
+                    if l == Level::Avx2 {
+                        let lo = x32.iter().fold(f32::INFINITY, |a, &v| a.min(v));
+                        // SAFETY: `available()` lists only detected levels.
+                        let got = unsafe { avx2::max_min_f32(&x32) };
+                        assert_eq!(got, (max_f32_scalar(&x32), lo), "n={n}");
+                    }
                     assert_eq!(max64(&x64), max_f64_scalar(&x64), "{l:?} n={n}");
                     for (m, c) in [(0.0, 1.0), (0.5, 0.37), (2.0, 1.7)] {
                         // Canaries past the end: the masked tail must not store there.

@@ -1,11 +1,13 @@
 //! Softmax with temperature, log-softmax, logsumexp and their VJPs.
 //!
 //! The row kernel is blocked: each block of [`Float::BLOCK`] elements is read from memory once
-//! for its maximum and, while still in L1, exponentiated against that block maximum, stored to
-//! the output and summed. Block sums are folded into one running `(max, sum)` pair in f64
-//! (the online-softmax recurrence, but per block, so the rescaling costs one scalar `exp` per
-//! block rather than per element). A final pass multiplies each block by
-//! `exp(block_max − max) / sum`. Small rows are a single block, so the data is read from
+//! for its maximum and, while still in L1, exponentiated against a reference — the block
+//! maximum, or for float32 at temperature 1 a grid point near it that the exp kernel folds
+//! into its range reduction (see [`exp::exp_store_sum_f32_ref`]) — stored to the output and
+//! summed (at the AVX-512 level the next block's maximum is found in the same loop). Block sums
+//! are folded into one running `(reference, sum)` pair in f64 (the online-softmax recurrence,
+//! but per block, so the rescaling costs one scalar `exp` per block rather than per element).
+//! A final pass multiplies each block by `exp(block_ref − ref) / sum`. Small rows are a single block, so the data is read from
 //! memory once and written once, with one vector `exp` per element. Sums are accumulated in f64
 //! lanes (a float32 sum over a long row would lose ~√n·eps).
 //!
@@ -57,9 +59,49 @@ fn check_temperature<T: Float>(t: &Params<'_>, n_rows: usize) -> Result<()> {
     Ok(())
 }
 
+/// `2^(j/16)` in f64 (correctly rounded).
+const EXP2_16: [f64; 16] = [
+    1.0,
+    1.044_273_782_427_413_8,
+    1.090_507_732_665_257_7,
+    1.138_788_634_756_691_6,
+    1.189_207_115_002_721,
+    1.241_857_812_073_484,
+    1.296_839_554_651_009_6,
+    1.354_255_546_936_892_7,
+    std::f64::consts::SQRT_2,
+    1.476_826_145_939_499_3,
+    1.542_210_825_407_940_7,
+    1.610_490_331_949_254_3,
+    1.681_792_830_507_429,
+    1.756_252_160_373_299_5,
+    1.834_008_086_409_342_4,
+    1.915_206_561_397_147_4,
+];
+
+/// `exp(d·c)` for `d ≤ 0`, the ratio of two block references (see [`block_exp_sum`]). Grid
+/// references at temperature 1 differ by a multiple of `ln2/16`: then `2^(n/16)` from a table
+/// and the exponent bits (no libm `exp`, whose two calls per block were ~3% of a 8×262144
+/// call); elsewhere `exp`. A `d` that is not a grid multiple but lies within 1e−9 of one
+/// (`4·10⁻¹¹` relative) makes no difference to a float32 result either.
+#[inline]
+fn ref_ratio(d: f64, c: f64) -> f64 {
+    if c == 1.0 {
+        let q = d * (16.0 / std::f64::consts::LN_2);
+        let n = q.round();
+        if (q - n).abs() < 1e-9 && (-16_000.0..=0.0).contains(&n) {
+            let n = n as i64;
+            let scale = f64::from_bits(((1023 + (n >> 4)) as u64) << 52);
+            return EXP2_16[(n & 15) as usize] * scale;
+        }
+    }
+    (d * c).exp()
+}
+
 /// The outcome of the first pass over a row.
 enum Pass1 {
-    /// Finite maximum `m` (f64) and `Σ exp((x − m)·c)`.
+    /// The largest block reference `m` (f64; the row maximum, or a grid point near it) and
+    /// `Σ exp((x − m)·c)`.
     Normal {
         m: f64,
         s: f64,
@@ -101,19 +143,34 @@ fn block_max_min<T: Float>(x: &[T]) -> (T, T) {
     (T::k_max(x), T::NEG_INFINITY)
 }
 
-/// `Σ exp((x − m)·c)`, storing the terms in `out` when given; `lo ≤` every element of `x`
-/// lets the float32 kernel skip its clamp.
+/// `Σ exp((x − ref)·c)` and the block reference `ref`, storing the terms in `out` when given;
+/// `lo ≤` every element of `x` lets the float32 kernel skip its clamp. `ref` is the block
+/// maximum `m`, or when storing float32 at the AVX-512 level with temperature 1 a grid point
+/// within `ln2/32` of it (see [`exp::exp_store_sum_f32_ref`]): softmax only needs one
+/// common reference per block, and `pass1` folds the blocks together by their references.
+/// When it can, the kernel also returns [`block_max_min`] of `next` (the following block).
 #[inline]
-fn block_exp_sum<T: Float>(x: &[T], m: T, c: T, lo: T, out: Option<&mut [T]>) -> f64 {
+#[allow(clippy::type_complexity)]
+fn block_exp_sum<T: Float>(
+    x: &[T],
+    m: T,
+    c: T,
+    lo: T,
+    out: Option<&mut [T]>,
+    next: Option<&[T]>,
+) -> (f64, f64, Option<(T, T)>) {
     let (m32, c32, lo32) = (m.to_f64() as f32, c.to_f64() as f32, lo.to_f64() as f32);
     match (kern::cast::<T, f32>(x), out) {
         (Some(x), Some(o)) => {
             let o = kern::cast_mut::<T, f32>(o).expect("same element type");
-            exp::exp_store_sum_f32_above(x, m32, c32, lo32, o)
+            let next = next.and_then(kern::cast::<T, f32>);
+            let (s, r, mm) = exp::exp_store_sum_f32_ref(x, m32, c32, lo32, o, next);
+            let mm = mm.map(|(h, l)| (T::from_f64(h as f64), T::from_f64(l as f64)));
+            (s, r, mm)
         }
-        (Some(x), None) => exp::exp_sum_f32_above(x, m32, c32, lo32),
-        (None, Some(o)) => T::k_exp_store_sum(x, m, c, o),
-        (None, None) => T::k_exp_sum(x, m, c),
+        (Some(x), None) => (exp::exp_sum_f32_above(x, m32, c32, lo32), m.to_f64(), None),
+        (None, Some(o)) => (T::k_exp_store_sum(x, m, c, o), m.to_f64(), None),
+        (None, None) => (T::k_exp_sum(x, m, c), m.to_f64(), None),
     }
 }
 
@@ -126,8 +183,13 @@ fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f6
     blocks.clear();
     let cf = c.to_f64();
     let (mut m, mut s) = (f64::NEG_INFINITY, 0.0f64);
+    // The next block's maximum and bound, when the exp kernel of this one found them.
+    let mut ahead: Option<(T, T)> = None;
     for (k, xb) in x.chunks(T::BLOCK).enumerate() {
-        let (bm, lo) = block_max_min(xb);
+        let (bm, lo) = match ahead.take() {
+            Some(v) => v,
+            None => block_max_min(xb),
+        };
         if !(bm > T::NEG_INFINITY && bm < T::INFINITY) {
             if bm == T::NEG_INFINITY && kern::find_nan(xb).is_none() {
                 if let Some(o) = out.as_deref_mut() {
@@ -138,15 +200,20 @@ fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f6
             }
             return special_scan(x);
         }
-        let bs = block_exp_sum(
+        // `bmf`: the block's reference (its maximum, or a grid point near it).
+        let next = x
+            .get((k + 1) * T::BLOCK..)
+            .map(|r| &r[..r.len().min(T::BLOCK)]);
+        let (bs, bmf, mm) = block_exp_sum(
             xb,
             bm,
             c,
             lo,
             out.as_deref_mut()
                 .map(|o| &mut o[k * T::BLOCK..k * T::BLOCK + xb.len()]),
+            next,
         );
-        let bmf = bm.to_f64();
+        ahead = mm;
         // The scalar `exp` only where it is not 0 or 1 (same results: exp(−∞) = 0 and
         // exp(0) = 1 exactly): a one-block row needs none (~100 cycles a row, 10% of a
         // 1024-wide row's time on Zen 5).
@@ -154,13 +221,13 @@ fn pass1<T: Float>(x: &[T], c: T, mut out: Option<&mut [T]>, blocks: &mut Vec<f6
             s = if m == f64::NEG_INFINITY {
                 bs
             } else {
-                s * ((m - bmf) * cf).exp() + bs
+                s * ref_ratio(m - bmf, cf) + bs
             };
             m = bmf;
         } else if bmf == m {
             s += bs;
         } else {
-            s += bs * ((bmf - m) * cf).exp();
+            s += bs * ref_ratio(bmf - m, cf);
         }
         blocks.push(bmf);
     }
@@ -203,7 +270,7 @@ fn softmax_row_ms<T: Float>(
                 let f = if bm == m {
                     1.0 / s
                 } else {
-                    ((bm - m) * cf).exp() / s
+                    ref_ratio(bm - m, cf) / s
                 };
                 match kern::cast_mut::<T, f32>(ob) {
                     Some(o) => exp::scale_f32(o, f as f32),
@@ -266,7 +333,7 @@ fn softmax_row_streaming_unfenced<T: Float>(
                 } else if bm == m {
                     1.0 / s
                 } else {
-                    ((bm - m) * cf).exp() / s
+                    ref_ratio(bm - m, cf) / s
                 };
                 exp::scale_into_streaming(sb, f, ob);
             }
@@ -606,6 +673,29 @@ mod tests {
             check::<f32>(rows, n, 0.7);
             check::<f64>(rows, n, 1.0);
         }
+    }
+
+    /// The table ratio of grid references against libm `exp`, and the fallback.
+    #[test]
+    fn ref_ratio_matches_exp() {
+        let step = std::f64::consts::LN_2 / 16.0;
+        for n in (0..40_000).map(|i| -(i as f64)) {
+            for (a, b) in [(0.0, n), (3.0, 3.0 + n), (-47_000.0, -47_000.0 + n)] {
+                let d = b * step - a * step;
+                let (want, got) = (d.exp(), ref_ratio(d, 1.0));
+                // `d` itself carries the rounding of the two products (the table does not).
+                let tol =
+                    (4.0 + 2.0 * (a * step).abs() + 2.0 * (b * step).abs()) * f64::EPSILON * want;
+                assert!((got - want).abs() <= tol, "{n} {got} {want}");
+            }
+        }
+        for d in [-0.3, -700.5, 0.0] {
+            assert_eq!(ref_ratio(d, 1.0), d.exp());
+            assert_eq!(ref_ratio(d, 0.5), (d * 0.5).exp());
+        }
+        // Within 1e−9 of a grid multiple counts as one: 4e−11 relative at most.
+        assert!((ref_ratio(-1e-12, 1.0) - (-1e-12f64).exp()).abs() < 1e-11);
+        assert_eq!(ref_ratio(f64::NEG_INFINITY, 1.0), 0.0);
     }
 
     #[test]
