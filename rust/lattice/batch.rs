@@ -97,8 +97,9 @@
 //! ## Round 4: the word cache
 //! Batch (and single-text) Viterbi now goes word by word through a per-thread, exact word
 //! cache where the model allows it (`super::wordcache`, with its proof and figures): en
-//! 2.7x -> 5+x sentencepiece. Note for the "perfect within 1.5x of Viterbi" bar: perfect
-//! sampling has no such cache, so perfect / Viterbi time on botchan went from ~1.1 to ~2.
+//! 2.7x -> 5+x sentencepiece. Perfect sampling without a cache went from ~1.1x to ~2x
+//! Viterbi's time on botchan; `super::wordsample` (its counterpart: cached word lattices,
+//! the same draws bit for bit) brought it to 1.7-1.8x (figures there).
 
 use std::cell::RefCell;
 

@@ -27,14 +27,30 @@
 //! stream rewound). `PROBCRAFT_WORD_CACHE=0` disables it with the Viterbi word cache.
 //!
 //! # Performance notes (botchan, 4288 lines, ~50.7k words of ~8.9 edges; LTO wheel, batch
-//! encode one thread, min of 100; shared 2-core VM with other jobs, so ranges)
+//! encode one thread, min of 60-100 interleaved calls; shared 2-core VM, often loaded by
+//! other jobs, so ranges)
 //!
-//! - Before this module perfect ÷ Viterbi was ~2 (Viterbi has the word cache). A first
-//!   version replayed the reservoir pass over cached edges (sums recomputed per draw):
-//!   6.0-6.8 ms vs Viterbi 2.75 ms (2.2x): the pass was ~34 ns per word, a chain through
-//!   the sums (store-forward, multiply, add per start) plus a mispredicted exit per word,
-//!   and the per-word `ln` for `log Z` cost 4 %.
-//! - Caching `(c_k, Z_k)` per α removes the chain and the `ln`: see the figures below.
+//! - Before this module: perfect (full pass) 6.6-8.4 ms vs Viterbi (word cache) ~3.2 ms,
+//!   perfect ÷ Viterbi ~2.
+//! - First version replayed the reservoir pass over cached edges (sums recomputed per
+//!   draw): 6.0-6.8 ms vs 2.75 ms: ~34 ns per word, a chain through the sums
+//!   (store-forward, multiply, add per start), a mispredicted exit per word, and a per-word
+//!   `ln` for `log Z` (4 %).
+//! - Cached sums as exact integer thresholds (16-byte edges): 4.7-5.2 ms vs 2.9-3.0 ms.
+//! - Then: a 4-byte packed draw view (the 16-byte edges cost ~3 cache lines per word, and
+//!   the working set of ~5k words no longer fit L2), group lookups with prefetches, the
+//!   draw loop out of line (the stream's state was spilled inside the batch loop), a
+//!   buffer-and-copy emission for words without UNK edges, the index shrunk and the hash's
+//!   `memcpy` removed (shared with Viterbi, which got faster too): 4.6-4.8 ms vs 2.5-2.75 ms,
+//!   **perfect ÷ Viterbi 1.73-1.84** (a quiet run: 4.76 / 2.75 ms).
+//! - Where the rest goes (switching parts off): the lookups-only path costs what Viterbi
+//!   costs; the draws ~1.0 ms (~20 ns per word; 12 ns when hot in L1: one xoshiro step per
+//!   edge, a serial chain of ~4 cycles); emission and the longer output ~0.9 ms.
+//! - zh_fortunes: no gain (perfect 27.8 ms with the caches vs 26.0 without; capping the
+//!   word length at 16 or 24 bytes changed nothing); perfect ÷ Viterbi 1.2-1.4.
+//! - Not tried: a counter-based generator for the perfect sampler (e.g. SplitMix steps
+//!   `mix64(key + k·γ)` per edge, keyed once per text from the item's stream) would remove
+//!   the serial chain (estimated 2x faster draws) but changes the seed → draw mapping again.
 
 use super::model::{Model, Weights};
 use super::wordcache::{find_mark, hash, same, WordIndex, MAX_WORD};
