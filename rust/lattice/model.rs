@@ -1219,6 +1219,14 @@ pub(crate) mod tests {
         proptest::collection::vec(proptest::sample::select(parts), 0..max).prop_map(|v| v.concat())
     }
 
+    /// `../shared` (models and corpora) when present: tests that use it skip without it.
+    pub(crate) fn shared_dir() -> Option<std::path::PathBuf> {
+        ["/work/shared", "../shared", "../../shared"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.join("models").is_dir() && p.join("corpora").is_dir())
+    }
+
     /// A tiny SentencePiece-like model: dummy prefix, whitespace escaping, UNK at id 0.
     pub fn spm_like(pieces: &[(&str, f32)]) -> Model {
         let mut v = VocabSpec::from_pieces(

@@ -350,26 +350,42 @@ pub(crate) fn emit_from_back(
     while e > 0 {
         let s = e - back[e] as usize;
         let id = edge_at(model, text, ids, s, e)?;
-        if Some(id) == unk {
-            if model.byte_fallback() {
-                for &b in text[s..e].iter().rev() {
-                    out.push(model.byte_piece(b).unwrap_or(id) as i32);
-                }
-                next_unk = false;
-            } else {
-                if !(next_unk && merge) {
-                    out.push(model.out_id(id));
-                }
-                next_unk = true;
-            }
-        } else {
-            out.push(model.out_id(id));
-            next_unk = false;
-        }
+        next_unk = push_token_back(model, id, unk, merge, &text[s..e], next_unk, out);
         e = s;
     }
     out[start..].reverse();
     Ok(())
+}
+
+/// Appends the ids of one path edge, labelled `id` over `bytes`, for a walk along the path
+/// from its end (the caller reverses them): an UNK edge (`unk`) becomes its byte pieces with
+/// byte fallback, else one UNK id, dropped when the token after it was an UNK and the model
+/// merges them (`merge`). `next_unk`: the token after this one was such an UNK; returns
+/// whether this one is.
+#[inline(always)]
+pub(crate) fn push_token_back(
+    model: &Model,
+    id: u32,
+    unk: Option<u32>,
+    merge: bool,
+    bytes: &[u8],
+    next_unk: bool,
+    out: &mut Vec<i32>,
+) -> bool {
+    if Some(id) != unk {
+        out.push(model.out_id(id));
+        return false;
+    }
+    if model.byte_fallback() {
+        for &b in bytes.iter().rev() {
+            out.push(model.byte_piece(b).unwrap_or(id) as i32);
+        }
+        return false;
+    }
+    if !(next_unk && merge) {
+        out.push(model.out_id(id));
+    }
+    true
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@
 //!   and the tie property test; so does accepting everything.
 
 use super::model::Model;
+use super::viterbi::push_token_back;
 
 /// Longest word (bytes) looked up; longer words make the line take the full pass.
 pub(crate) const MAX_WORD: usize = 48;
@@ -468,22 +469,7 @@ impl WordCache {
             let s = e - back[e] as usize;
             let id = lab[e];
             abs += model.score(id).abs().max(model.score32(id).abs() as f64);
-            if Some(id) == unk {
-                if model.byte_fallback() {
-                    for &b in word[s..e].iter().rev() {
-                        self.ids.push(model.byte_piece(b).unwrap_or(id) as i32);
-                    }
-                    next_unk = false;
-                } else {
-                    if !(next_unk && merge) {
-                        self.ids.push(model.out_id(id));
-                    }
-                    next_unk = true;
-                }
-            } else {
-                self.ids.push(model.out_id(id));
-                next_unk = false;
-            }
+            next_unk = push_token_back(model, id, unk, merge, &word[s..e], next_unk, &mut self.ids);
             if s == 0 {
                 first_unk = Some(id) == unk;
             }
@@ -536,18 +522,11 @@ mod tests {
         r
     }
 
-    fn shared_dir() -> Option<std::path::PathBuf> {
-        ["/work/shared", "../shared", "../../shared"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.join("models").is_dir() && p.join("corpora").is_dir())
-    }
-
     /// Every line of both corpora with both shared models: cached (twice, cold then warm)
     /// against the full pass.
     #[test]
     fn shared_corpora_match_the_full_pass() {
-        let Some(dir) = shared_dir() else {
+        let Some(dir) = crate::lattice::model::tests::shared_dir() else {
             eprintln!("shared models/corpora absent: skipped");
             return;
         };

@@ -53,6 +53,7 @@
 //!   the serial chain (estimated 2x faster draws) but changes the seed → draw mapping again.
 
 use super::model::{Model, Weights};
+use super::viterbi::push_token_back;
 use super::wordcache::{find_mark, hash, same, WordIndex, MAX_WORD};
 use crate::rng::Stream;
 
@@ -360,7 +361,6 @@ impl WordLattices {
         out: &mut Vec<i32>,
     ) -> bool {
         let merge = model.merges_unk() && !model.byte_fallback();
-        let byte_fallback = model.byte_fallback();
         let unk = model.unk_edge();
         let mut win = [0u16; 64];
         let mut buf = [0i32; 80];
@@ -415,22 +415,9 @@ impl WordLattices {
                 while t > 0 {
                     let k = win[t & 63] as usize;
                     let (s, id) = ((packed[k] >> 6) as usize & 63, ids[k]);
-                    if Some(id) == unk {
-                        if byte_fallback {
-                            for &byte in word[s..t].iter().rev() {
-                                out.push(model.byte_piece(byte).unwrap_or(id) as i32);
-                            }
-                            next_unk = false;
-                        } else {
-                            if !(next_unk && merge) {
-                                out.push(model.out_id(id));
-                            }
-                            next_unk = true;
-                        }
-                        first_unk = s == 0 && merge;
-                    } else {
-                        out.push(model.out_id(id));
-                        next_unk = false;
+                    next_unk = push_token_back(model, id, unk, merge, &word[s..t], next_unk, out);
+                    if s == 0 {
+                        first_unk = next_unk && merge;
                     }
                     t = s;
                 }
@@ -783,17 +770,10 @@ mod tests {
         assert_eq!((c.stats.hits, c.stats.refreshed), (5, 1));
     }
 
-    fn shared_dir() -> Option<std::path::PathBuf> {
-        ["/work/shared", "../shared", "../../shared"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.join("models").is_dir() && p.join("corpora").is_dir())
-    }
-
     /// Every line of both corpora with both shared models, two seeds, cold then warm cache.
     #[test]
     fn shared_corpora_match_the_full_pass() {
-        let Some(dir) = shared_dir() else {
+        let Some(dir) = crate::lattice::model::tests::shared_dir() else {
             eprintln!("shared models/corpora absent: skipped");
             return;
         };
