@@ -55,6 +55,8 @@ fn nbest_list<'py>(py: Python<'py>, out: &nbest::NBestIds) -> PyResult<Bound<'py
         Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n as ffi::Py_ssize_t))?
             .cast_into_unchecked::<PyList>()
     };
+    // SAFETY: the numpy C API is initialised (`from_slice` above went through it) and the GIL
+    // is held (`py`).
     let array_type = unsafe { PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type) };
     for i in 0..n {
         let (a, b) = (out.offsets[i], out.offsets[i + 1]);
@@ -89,13 +91,13 @@ fn nbest_list<'py>(py: Python<'py>, out: &nbest::NBestIds) -> PyResult<Bound<'py
             view
         };
         let score = PyFloat::new(py, out.scores[i]);
-        // SAFETY: `PyTuple_New(2)` returns a new tuple (or null, turned into the error) whose
-        // two slots `SET_ITEM` fills, each stealing the reference `into_ptr` hands over; the
-        // tuple's own reference then moves into slot `i` of `list` (null until now).
         // `PyObject_GC_UnTrack`: the tuple holds an ndarray and a float, neither of which the
         // cycle collector tracks, so it can never be part of a reference cycle, and
         // untracking it (what the collector itself would do on its next pass) only spares
         // that pass.
+        // SAFETY: `PyTuple_New(2)` returns a new tuple (or null, turned into the error) whose
+        // two slots `SET_ITEM` fills, each stealing the reference `into_ptr` hands over; the
+        // tuple's own reference then moves into slot `i` of `list` (null until now).
         unsafe {
             let t = ffi::PyTuple_New(2);
             if t.is_null() {
