@@ -294,6 +294,20 @@ def test_fit_real_line_multichannel_and_penalty() -> None:
     assert pen(smooth) < pen(rough)
 
 
+def test_fit_is_the_same_on_one_and_two_threads() -> None:
+    # Large enough (> 4 chunks) for the compressed fit, whose sort runs in parallel on two
+    # threads; tied values with different weights test the sort's total order.
+    g = np.random.default_rng(8)
+    y = np.round(g.normal(0.0, 0.3, 60000).clip(-0.99, 0.99), 3)
+    w = g.integers(1, 4, y.size).astype(float)
+    for kw in (dict(domain="interval"), dict(domain="real"), dict(domain="interval", weights=w)):
+        one = FourierDensity.fit(y, 10, num_threads=1, **kw)
+        two = FourierDensity.fit(y, 10, num_threads=2, **kw)
+        np.testing.assert_array_equal(one.coeffs, two.coeffs)
+        np.testing.assert_array_equal(one.scale, two.scale)
+        np.testing.assert_array_equal(one.offset, two.offset)
+
+
 def test_quantized_cdf_tables() -> None:
     d = FourierDensity(rand_coeffs(10, 4, channels=2), domain="real", scale=[3.0, 8.0], offset=[0.0, 2.5])
     t = d.quantized_cdf(16, tail_mass=1e-3)
