@@ -60,18 +60,20 @@ use crate::rng::Stream;
 /// Words looked up together before their draws (see `sample_words`).
 const GROUP: usize = 32;
 
-/// Asks for the cache line of `edges[i]` (the next word's first edges) ahead of its draw.
+/// Asks for the cache line of `v[i]` (a word's draw data, read a group of words later).
 #[inline(always)]
-fn prefetch<T>(edges: &[T], i: usize) {
+fn prefetch<T>(v: &[T], i: usize) {
     #[cfg(target_arch = "x86_64")]
-    if i < edges.len() {
+    if i < v.len() {
         // SAFETY: a prefetch of an in-bounds address has no side effects (SSE, baseline on
         // x86-64).
         unsafe {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(edges.as_ptr().add(i) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().add(i) as *const i8);
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, i);
 }
 
 /// Entries before the cache is cleared.
