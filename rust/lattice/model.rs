@@ -1227,6 +1227,23 @@ pub(crate) mod tests {
             .find(|p| p.join("models").is_dir() && p.join("corpora").is_dir())
     }
 
+    /// A shared SentencePiece model and corpus text, or None (with a note) when absent.
+    pub(crate) fn shared_pair(model: &str, corpus: &str) -> Option<(Model, String)> {
+        let Some(dir) = shared_dir() else {
+            eprintln!("shared models/corpora absent: skipped");
+            return None;
+        };
+        let (Ok(mb), Ok(text)) = (
+            std::fs::read(dir.join("models").join(model)),
+            std::fs::read_to_string(dir.join("corpora").join(corpus)),
+        ) else {
+            eprintln!("{model} / {corpus} absent: skipped");
+            return None;
+        };
+        let m = Model::from_spec(crate::lattice::spm::load(&mb).unwrap()).unwrap();
+        Some((m, text))
+    }
+
     /// A tiny SentencePiece-like model: dummy prefix, whitespace escaping, UNK at id 0.
     pub fn spm_like(pieces: &[(&str, f32)]) -> Model {
         let mut v = VocabSpec::from_pieces(

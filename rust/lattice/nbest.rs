@@ -293,6 +293,34 @@ fn run(
     })
 }
 
+/// Readies the per-position k-best lists for `positions` positions of `1 << shift` slots
+/// each: every list empty but the first, which holds the empty path. Entries past `cnt[p]`
+/// are never read, so the buffer is grown but not cleared.
+fn reset_lists(
+    nodes: &mut Vec<Node>,
+    cnt: &mut Vec<u32>,
+    tail: &mut Vec<Node>,
+    positions: usize,
+    shift: u32,
+    k: usize,
+) {
+    let need = positions << shift;
+    if nodes.len() < need {
+        nodes.resize(need, NO_NODE);
+    }
+    if tail.len() < k {
+        tail.resize(k, NO_NODE);
+    }
+    cnt.clear();
+    cnt.resize(positions, 0);
+    cnt[0] = 1;
+    nodes[0] = Node {
+        score: 0.0,
+        prev: u32::MAX,
+        id: u32::MAX,
+    };
+}
+
 /// Buffers reused across calls on one thread (one allocation set per thread, not per text).
 ///
 /// Two layouts of the kept partial paths:
@@ -428,22 +456,7 @@ fn forward_blocks(
     let Scratch {
         nodes, cnt, tail, ..
     } = sc;
-    // Entries past `cnt[p]` are never read, so the buffer is grown but not cleared.
-    let need = (n + 1) << shift;
-    if nodes.len() < need {
-        nodes.resize(need, NO_NODE);
-    }
-    if tail.len() < k {
-        tail.resize(k, NO_NODE);
-    }
-    cnt.clear();
-    cnt.resize(n + 1, 0);
-    cnt[0] = 1;
-    nodes[0] = Node {
-        score: 0.0,
-        prev: u32::MAX,
-        id: u32::MAX,
-    };
+    reset_lists(nodes, cnt, tail, n + 1, shift, k);
     for s in 0..n {
         let len = cnt[s] as usize;
         if len == 0 {
@@ -510,21 +523,7 @@ fn forward_units(
     debug_assert_eq!(end, n);
     pos.push(n);
     let m = sym.len();
-    let need = (m + 1) << shift;
-    if nodes.len() < need {
-        nodes.resize(need, NO_NODE);
-    }
-    if tail.len() < k {
-        tail.resize(k, NO_NODE);
-    }
-    cnt.clear();
-    cnt.resize(m + 1, 0);
-    cnt[0] = 1;
-    nodes[0] = Node {
-        score: 0.0,
-        prev: u32::MAX,
-        id: u32::MAX,
-    };
+    reset_lists(nodes, cnt, tail, m + 1, shift, k);
     let values = &ch.values[..];
     for s in 0..m {
         let len = cnt[s] as usize;

@@ -526,24 +526,15 @@ mod tests {
     /// against the full pass.
     #[test]
     fn shared_corpora_match_the_full_pass() {
-        let Some(dir) = crate::lattice::model::tests::shared_dir() else {
-            eprintln!("shared models/corpora absent: skipped");
-            return;
-        };
         for (model, corpus) in [
             ("spm_en_botchan_1k.model", "botchan.txt"),
             ("spm_zh_fortunes_8k.model", "zh_fortunes.txt"),
             ("spm_en_botchan_1k.model", "zh_fortunes.txt"),
             ("spm_zh_fortunes_8k.model", "botchan.txt"),
         ] {
-            let (Ok(mb), Ok(text)) = (
-                std::fs::read(dir.join("models").join(model)),
-                std::fs::read_to_string(dir.join("corpora").join(corpus)),
-            ) else {
-                eprintln!("{model} / {corpus} absent: skipped");
+            let Some((m, text)) = crate::lattice::model::tests::shared_pair(model, corpus) else {
                 continue;
             };
-            let m = Model::from_spec(crate::lattice::spm::load(&mb).unwrap()).unwrap();
             let mut ws = Workspace::new();
             for round in 0..2 {
                 for line in text.lines() {

@@ -763,21 +763,10 @@ mod avx2 {
         // the shifted bit pattern is 2ⁿ directly (n + 127 ∈ [0, 127] after the clamp).
         let magic = _mm256_set1_ps(F32_ROUND_MAGIC);
         let t = _mm256_fmadd_ps(xc, _mm256_set1_ps(LOG2E as f32), magic);
-        let n = _mm256_sub_ps(t, magic);
-        let mut r = _mm256_fnmadd_ps(n, _mm256_set1_ps(F32_LN2_HI), xc);
-        r = _mm256_fnmadd_ps(n, _mm256_set1_ps(F32_LN2_LO), r);
-        let mut p = _mm256_set1_ps(F32_C[4]);
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(F32_C[3]));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(F32_C[2]));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(F32_C[1]));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(F32_C[0]));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
-        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
         // Arguments below F32_FLUSH give 0, as in the scalar and AVX-512 kernels (the clamp
         // alone would leave nonzero results down to about −87.3).
         let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(F32_FLUSH));
-        _mm256_andnot_ps(under, _mm256_mul_ps(p, scale))
+        _mm256_andnot_ps(under, reduce_poly_scale(xc, t, magic))
     }
 
     #[inline(always)]
@@ -1040,7 +1029,15 @@ mod avx2 {
     #[inline(always)]
     unsafe fn exp_grid_ps(x: __m256, kk: __m256) -> __m256 {
         let t = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E as f32), kk);
-        let n = _mm256_sub_ps(t, kk);
+        reduce_poly_scale(x, t, kk)
+    }
+
+    /// The shared tail of [`exp_ps`] and [`exp_grid_ps`]: with `t = x·log2 e + bias` holding
+    /// the exponent in its low bits, `N = t − bias`, `r = x − N·ln 2` (two-part constant), the
+    /// degree-6 polynomial in `r`, times `2^(bits of t)`.
+    #[inline(always)]
+    unsafe fn reduce_poly_scale(x: __m256, t: __m256, bias: __m256) -> __m256 {
+        let n = _mm256_sub_ps(t, bias);
         let mut r = _mm256_fnmadd_ps(n, _mm256_set1_ps(F32_LN2_HI), x);
         r = _mm256_fnmadd_ps(n, _mm256_set1_ps(F32_LN2_LO), r);
         let mut p = _mm256_set1_ps(F32_C[4]);
