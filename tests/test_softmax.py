@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,7 +21,9 @@ RNG = np.random.default_rng(0)
 
 
 def inputs(kind: str, shape=(7, 33), dtype=np.float64) -> np.ndarray:
-    r = np.random.default_rng(abs(hash(kind)) % 2**32)
+    # crc32, not hash(): str hashes are salted per process, which made these inputs (and a
+    # parity failure on an ill-conditioned row) differ from run to run.
+    r = np.random.default_rng(zlib.crc32(kind.encode()))
     if kind == "random":
         x = r.standard_normal(shape)
     elif kind == "tied":
@@ -112,6 +116,32 @@ def _t(x):
     return torch.tensor(x, dtype=torch.float64, requires_grad=True)
 
 
+def entmax_conditioning(p: np.ndarray, alpha: float, ulps: float = 16.0) -> np.ndarray:
+    """How far a row of `p` moves when its threshold moves by `ulps` ulps of 1 (per row).
+
+    `p = d^β` with `d = z − τ`, β = 1/(α−1): an entry at the edge of the support has `d` only a
+    few ulps of τ wide, so for α > 2 a shift of τ by one ulp (the resolution of any float64
+    search, the `entmax` package's bisection included) moves it by `β·p^{2−α}·eps` — up to
+    ~1e-4 for α = 5 and p ≈ 2e-4 — and the normalisation passes that on to the row's other
+    entries. Agreement of two float64 solvers can only be asked to this much.
+    """
+    beta = 1.0 / (alpha - 1.0)
+    q = np.where(p > 0, p, 1.0)
+    cond = np.where(p > 0, beta * q ** (2.0 - alpha), 0.0)
+    return cond.sum(axis=-1, keepdims=True) * ulps * np.finfo(np.float64).eps
+
+
+def assert_entmax_parity(x: np.ndarray, p: np.ndarray, ref: np.ndarray, alpha: float) -> None:
+    """`p` agrees with the package's `ref` as far as the rows' conditioning allows; on a row
+    where it does not (an α > 2 entry at the edge of the support), `p` must be the one closer
+    to the exact answer."""
+    bound = 1e-7 + entmax_conditioning(np.maximum(p, ref), alpha)
+    for r in np.flatnonzero((np.abs(p - ref) > bound).any(axis=-1)):
+        exact = _entmax_exact(x[r], alpha)
+        ours, theirs = np.abs(p[r] - exact).max(), np.abs(ref[r] - exact).max()
+        assert ours <= theirs, (alpha, r, ours, theirs)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_entmax_package_parity(kind):
     x = inputs(kind, (6, 40))
@@ -119,11 +149,44 @@ def test_entmax_package_parity(kind):
     np.testing.assert_allclose(probcraft.entmax15(x), entmax_pkg.entmax15(_t(x), dim=-1).detach().numpy(), atol=1e-12)
     for alpha in (1.1, 1.5, 2.0, 3.0, 5.0):
         ref = entmax_pkg.entmax_bisect(_t(x), alpha=alpha, dim=-1, n_iter=80).detach().numpy()
-        np.testing.assert_allclose(probcraft.entmax(x, alpha=alpha), ref, atol=1e-7)
+        p = probcraft.entmax(x, alpha=alpha)
+        assert_entmax_parity(x, p, ref, alpha)
         x32 = x.astype(np.float32)
         p32 = probcraft.entmax(x32, alpha=alpha)
         assert p32.dtype == np.float32 and np.isfinite(p32).all()
         np.testing.assert_allclose(p32, ref, atol=2e-5)
+
+
+def _entmax_exact(x: np.ndarray, alpha: float) -> np.ndarray:
+    """α-entmax of one float64 row by bisection in 50-digit arithmetic."""
+    mp = pytest.importorskip("mpmath")
+    with mp.workdps(50):
+        a = mp.mpf(alpha) - 1
+        beta = 1 / a
+        z = [a * (mp.mpf(float(v)) - mp.mpf(float(x.max()))) for v in x]
+        lo, hi = mp.mpf(-1), mp.mpf(0)
+        for _ in range(190):
+            mid = (lo + hi) / 2
+            if sum(mp.power(v - mid, beta) for v in z if v > mid) > 1:
+                lo = mid
+            else:
+                hi = mid
+        return np.array([float(mp.power(v - lo, beta)) if v > lo else 0.0 for v in z])
+
+
+@pytest.mark.parametrize("alpha", [1.1, 1.3, 3.0, 5.0])
+def test_entmax_float64_error_within_one_ulp_of_threshold(alpha):
+    # Rows 0-11 of standard normals plus the row whose float64 answer is worst conditioned
+    # among the first thousand 6×40 draws (seed 33, row 3: an entry with d ≈ 3e-15 at α = 5,
+    # where the entmax package is off by 1.6e-4). The solver must land within what one ulp of
+    # the threshold moves (measured: at most 0.25 of it over 400 rows), in every case.
+    rows = [np.random.default_rng(seed).standard_normal(40) for seed in range(12)]
+    rows.append(np.random.default_rng(33).standard_normal((6, 40))[3])
+    for x in rows:
+        exact = _entmax_exact(x, alpha)
+        p = probcraft.entmax(x[None], alpha=alpha)[0]
+        bound = entmax_conditioning(np.maximum(p, exact), alpha, ulps=1.0)[0]
+        assert np.abs(p - exact).max() <= 1e-16 + bound, (alpha, np.abs(p - exact).max(), bound)
 
 
 def test_entmax_gradients_match_package_autograd():
