@@ -2,17 +2,21 @@
 //!
 //! Item `i` of a batch seeded with `seed` draws from [`Stream::new(seed, i)`], so results never
 //! depend on thread count, batch split or worker process. The generator is xoshiro256++ whose
-//! state is expanded from `(seed, i)` by SplitMix64. Both algorithms are written out here (not
+//! state is expanded from `(seed, i)` by SplitMix64; the perfect sampler takes one word of it
+//! as the key of counter-based draws ([`Draws`], SplitMix64 outputs by index). Both algorithms are written out here (not
 //! taken from a crate) so the values are frozen forever: `tests::frozen_values` pins them, and
 //! changing them is a breaking change.
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+pub(crate) const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+/// [`mix64`]'s multipliers (shared with vector kernels that mix eight counters at once).
+pub(crate) const MIX1: u64 = 0xBF58_476D_1CE4_E5B9;
+pub(crate) const MIX2: u64 = 0x94D0_49BB_1331_11EB;
 
 /// The SplitMix64 finaliser: a bijective 64-bit mixer.
 #[inline]
 pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z = (z ^ (z >> 30)).wrapping_mul(MIX1);
+    z = (z ^ (z >> 27)).wrapping_mul(MIX2);
     z ^ (z >> 31)
 }
 
@@ -120,9 +124,84 @@ impl Stream {
     }
 }
 
+/// Counter-based uniforms for the perfect sampler: draw `k` (from 0) of a text is
+/// SplitMix64's output `mix64(key + (k + 1)·γ)`, its top 53 bits, with `key` one word of the
+/// item's [`Stream`].
+///
+/// Why not the stream itself: each draw is a function of its index alone, so a sampler that
+/// replays a text word by word from cached word lattices computes the same bits without a
+/// serial chain through a generator's state from one word to the next (xoshiro's ~4-cycle
+/// step per edge was the critical path of cached perfect sampling; see `wordsample`).
+/// SplitMix64 passes BigCrush; distinct items' keys come from their independent streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Draws {
+    state: u64,
+}
+
+impl Draws {
+    /// Takes the key from one word of `rng`.
+    #[inline]
+    pub fn new(rng: &mut Stream) -> Self {
+        Draws {
+            state: rng.next_u64(),
+        }
+    }
+
+    /// The next draw's 53 bits (what [`Self::next_f64`] scales to `[0, 1)`).
+    #[inline(always)]
+    pub fn bits(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GOLDEN);
+        mix64(self.state) >> 11
+    }
+
+    /// The 53 bits of the draw `k` places ahead, without advancing.
+    #[inline(always)]
+    pub fn bits_at(self, k: u64) -> u64 {
+        mix64(
+            self.state
+                .wrapping_add(k.wrapping_add(1).wrapping_mul(GOLDEN)),
+        ) >> 11
+    }
+
+    /// The counter's state: draw `k` ahead mixes `raw + (k + 1)·γ` (for vector kernels).
+    #[inline(always)]
+    pub(crate) fn raw(self) -> u64 {
+        self.state
+    }
+
+    /// Advances past `n` draws.
+    #[inline(always)]
+    pub fn skip(&mut self, n: u64) {
+        self.state = self.state.wrapping_add(n.wrapping_mul(GOLDEN));
+    }
+
+    /// Uniform in `[0, 1)` with 53 random bits.
+    #[inline(always)]
+    pub fn next_f64(&mut self) -> f64 {
+        self.bits() as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draws_are_frozen_and_skippable() {
+        // Part of the seed contract like `frozen_values`.
+        let mut d = Draws::new(&mut Stream::new(42, 7));
+        let first: Vec<u64> = (0..3).map(|_| d.bits()).collect();
+        let mut e = Draws::new(&mut Stream::new(42, 7));
+        assert_eq!((0..3).map(|k| e.bits_at(k)).collect::<Vec<_>>(), first);
+        e.skip(2);
+        assert_eq!(e.bits(), first[2]);
+        assert!(first.iter().all(|&b| b < 1 << 53));
+        assert_eq!(first, FROZEN_DRAWS);
+        let mean = (0..100_000).map(|_| d.next_f64()).sum::<f64>() / 1e5;
+        assert!((mean - 0.5).abs() < 0.005, "{mean}");
+    }
+
+    const FROZEN_DRAWS: [u64; 3] = [6107238726867154, 8373755430024347, 4685275850383273];
 
     #[test]
     fn frozen_values() {

@@ -12,14 +12,17 @@
 //!   candidate replaces the holder with probability `σ(α·(new − held))`; with three equal
 //!   candidates the last wins half the time instead of a third.
 //!
-//! Each uses the caller's [`Stream`]. The linear-domain perfect sampler draws one uniform per
-//! edge from a reachable start (see `Linear`); the others one per contested edge.
+//! Each uses the caller's [`Stream`]. The perfect sampler takes one word of it as the key of
+//! counter-based draws ([`Draws`]: any draw computable from its index alone, which the word
+//! sampler in `wordsample` relies on) and, in the linear domain, draws one uniform per edge
+//! from a reachable start (see `Linear`); the others draw from the stream, one per contested
+//! edge.
 
 use super::graph::{logaddexp, Lattice};
 use super::model::{record_end, Block, Chars, Model, Pass, Weights};
 use super::viterbi::{backtrack, ring_size, Workspace, IDS_LIMIT};
 use crate::error::Result;
-use crate::rng::Stream;
+use crate::rng::{Draws, Stream};
 
 /// Which sampler `encode(..., alpha=...)` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,11 +91,13 @@ pub fn perfect(
     // Like Viterbi, record each position's chosen edge id on texts up to `IDS_LIMIT` so
     // emitting needs no second trie lookup per token.
     let ids = text.len() <= IDS_LIMIT;
+    // One word of the stream keys the text's draws (see `Draws`).
+    let d = &mut Draws::new(rng);
     let log_z = match (w.linear_ok, ids) {
-        (true, true) => perfect_linear::<true>(model, ch, text, w, rng, ws),
-        (true, false) => perfect_linear::<false>(model, ch, text, w, rng, ws),
-        (false, true) => perfect_log::<true>(model, ch, text, w, rng, ws),
-        (false, false) => perfect_log::<false>(model, ch, text, w, rng, ws),
+        (true, true) => perfect_linear::<true>(model, ch, text, w, d, ws),
+        (true, false) => perfect_linear::<false>(model, ch, text, w, d, ws),
+        (false, true) => perfect_log::<true>(model, ch, text, w, d, ws),
+        (false, false) => perfect_log::<false>(model, ch, text, w, d, ws),
     };
     ws.ids_valid = ids;
     backtrack(model, text, ws)?;
@@ -115,7 +120,7 @@ fn perfect_linear<const IDS: bool>(
     ch: &Chars,
     text: &[u8],
     w: &Weights,
-    rng: &mut Stream,
+    rng: &mut Draws,
     ws: &mut Workspace,
 ) -> f64 {
     let size = ch.ring;
@@ -168,7 +173,7 @@ struct Linear<'a, const IDS: bool> {
     ring: &'a mut [f64],
     node: &'a mut [u32],
     weights: &'a [f64],
-    rng: &'a mut Stream,
+    rng: &'a mut Draws,
     mask: usize,
     /// log of the common scale of every value in the rings.
     scale: f64,
@@ -214,7 +219,7 @@ fn renormalise_cut(ring: &mut [f64], here: usize, zs: f64, scale: &mut f64) -> f
 unsafe fn reservoir(
     ring: &mut [f64],
     node: &mut [u32],
-    rng: &mut Stream,
+    rng: &mut Draws,
     slot: usize,
     c: f64,
     nd: u32,
@@ -276,7 +281,7 @@ impl<const IDS: bool> Pass for Linear<'_, IDS> {
         {
             let (ring, node) = (&mut *self.ring, &mut *self.node);
             let (weights, values) = (self.weights, &self.ch.values[..]);
-            let mut rng = self.rng.clone();
+            let mut rng = *self.rng;
             let mut scale = self.scale;
             assert!(ring.len() == mask + 1 && node.len() == mask + 1);
             let cuts = b.cuts;
@@ -312,7 +317,7 @@ fn perfect_log<const IDS: bool>(
     ch: &Chars,
     text: &[u8],
     w: &Weights,
-    rng: &mut Stream,
+    rng: &mut Draws,
     ws: &mut Workspace,
 ) -> f64 {
     let size = ch.ring;
@@ -346,7 +351,7 @@ struct Log<'a, const IDS: bool> {
     ring: &'a mut [f64],
     node: &'a mut [u32],
     log_w: &'a [f64],
-    rng: &'a mut Stream,
+    rng: &'a mut Draws,
     mask: usize,
 }
 
@@ -479,6 +484,7 @@ mod tests {
         rng: &mut Stream,
         ws: &mut Workspace,
     ) -> f64 {
+        let rng = &mut Draws::new(rng);
         let n = text.len();
         let size = ring_size(model);
         let mask = size - 1;
@@ -549,6 +555,7 @@ mod tests {
         rng: &mut Stream,
         ws: &mut Workspace,
     ) -> f64 {
+        let rng = &mut Draws::new(rng);
         let n = text.len();
         let size = ring_size(model);
         let mask = size - 1;

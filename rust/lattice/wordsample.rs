@@ -9,15 +9,20 @@
 //! computes, for that word, exactly what a pass over the word alone computes from 1: the
 //! same edges in the same order (by start, then [`Model::edges_at`] order), one uniform per
 //! edge from a reachable start, the same products, sums and rescalings, and the same
-//! comparisons `u·Z <= c`.
+//! comparisons `u·Z <= c`. The uniforms are counter-based ([`Draws`]): the text's `k`-th
+//! edge takes draw `k`, computable on its own, so a word's draws need only the count of
+//! edges before it.
 //!
 //! # Why a word's sums can be cached
 //! The sums do not depend on the draws: for a given α, edge `k` of a word always adds the
 //! same `c_k` and leaves the same running total `Z_k` at its end; only the choices depend on
-//! the uniforms. So the cache keeps, per word, its edges from reachable starts with `(c_k,
-//! Z_k)` computed once per α by the full pass's arithmetic, and a draw is one uniform, one
-//! product and one compare per edge — no chain through the sums. The first edge into an
-//! end always wins (`u < 1`), so the winners need no clearing between words.
+//! the uniforms. So the cache keeps, per word, its edges from reachable starts with the test
+//! `u·Z_k <= c_k` computed once per α by the full pass's arithmetic and turned into an
+//! integer threshold on the draw's 53 bits ([`threshold`]). Drawing a word is then one
+//! vector pass over its edges (eight counters mixed and compared per step: a bitmap of the
+//! passing edges), a running select over its edges by end (each end's holder is its last
+//! passing edge; the first edge into an end always passes, as `Z = c` there), and the walk
+//! back from the word's end.
 //!
 //! The output therefore never depends on the cache's state, the thread count or the batch
 //! split; tests compare ids and the stream's position with the full pass bit for bit.
@@ -43,19 +48,36 @@
 //!   buffer-and-copy emission for words without UNK edges, the index shrunk and the hash's
 //!   `memcpy` removed (shared with Viterbi, which got faster too): 4.6-4.8 ms vs 2.5-2.75 ms,
 //!   **perfect ÷ Viterbi 1.73-1.84** (a quiet run: 4.76 / 2.75 ms).
-//! - Where the rest goes (switching parts off): the lookups-only path costs what Viterbi
+//! - Where the rest went (switching parts off): the lookups-only path costs what Viterbi
 //!   costs; the draws ~1.0 ms (~20 ns per word; 12 ns when hot in L1: one xoshiro step per
-//!   edge, a serial chain of ~4 cycles); emission and the longer output ~0.9 ms.
+//!   edge, a serial chain of ~4 cycles, and a `win[end]` read-modify-write per edge chained
+//!   through store forwarding); emission and the longer output ~0.9 ms.
+//! - Counter-based draws (SplitMix64 per edge index, keyed by one word of the item's stream;
+//!   this changed the seed → sample mapping once more). Min of 5 × 40 interleaved calls, old
+//!   and new builds in alternating processes:
+//!   - the same scalar loop with counter draws: 4.74 vs 5.04 ms (one noisy run);
+//!   - edges stored by end, pass bitmap by AVX-512, holder = highest passing bit below the
+//!     end's range limit, found per token on the walk back: *slower* (4.63 vs 4.49 ms): three
+//!     dependent loads per token (range limit, bitmap, edge) and a mispredicted exit per word;
+//!   - a running select by end into `win` (no loads in its chain), walk back through `win`:
+//!     4.58 vs 4.72 ms;
+//!   - thresholds in pass order (counters advance by 8γ per step: one 64-bit multiply fewer
+//!     per eight edges), ids shifted into a register and stored once (the buffer copy
+//!     reloaded 64 bytes just written by 4-byte stores: a failed store-to-load forward per
+//!     word, 6 % of the profile), unmasked loads over zero padding: **4.42 vs 4.60 ms, perfect
+//!     ÷ Viterbi 1.64 vs 1.72** (Viterbi 2.70 ms). Profile now: lookups 27 %, draws + walk
+//!     back + emission 41 %, normaliser 11 %.
+//!   - Not tried yet: 4-byte thresholds (top bits, exact ones read on ties) and 4-byte edges
+//!     (ids apart) to halve the draw data per word (~2 cache lines of the ~6 a word touches),
+//!     and a 24-byte entry (α as a small generation number).
 //! - zh_fortunes: no gain (perfect 27.8 ms with the caches vs 26.0 without; capping the
-//!   word length at 16 or 24 bytes changed nothing); perfect ÷ Viterbi 1.2-1.4.
-//! - Not tried: a counter-based generator for the perfect sampler (e.g. SplitMix steps
-//!   `mix64(key + k·γ)` per edge, keyed once per text from the item's stream) would remove
-//!   the serial chain (estimated 2x faster draws) but changes the seed → draw mapping again.
+//!   word length at 16 or 24 bytes changed nothing); perfect ÷ Viterbi 1.2-1.4 (the counter
+//!   draws: 25.1 vs 24.4 ms min, within the noise).
 
 use super::model::{Model, Weights};
 use super::viterbi::push_token_back;
 use super::wordcache::{find_mark, hash, same, WordIndex, MAX_WORD};
-use crate::rng::Stream;
+use crate::rng::{Draws, Stream};
 
 /// Words looked up together before their draws (see `sample_words`).
 const GROUP: usize = 32;
@@ -86,7 +108,7 @@ const MAX_EDGES: usize = 1 << 21;
 /// full pass replaces the end's holder when `u·Z <= c` with `u = k·2^-53` (`k` the stream's
 /// 53 bits); the rounded product is monotone in `k`, so that holds exactly when
 /// `k <= take` ([`threshold`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct WordEdge {
     take: u64,
     id: u32,
@@ -116,7 +138,7 @@ fn threshold(c: f64, z: f64) -> u64 {
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    /// α (bits) the edges' sums were computed for.
+    /// α (bits) the edges' thresholds were computed for.
     alpha: u64,
     /// High half of the word's hash.
     hash: u32,
@@ -124,7 +146,8 @@ struct Entry {
     edges_off: u32,
     edges_len: u16,
     key_len: u8,
-    /// The word has a segmentation (its end is reachable).
+    /// The word can be drawn from the cache: its end is reachable (else the line has no
+    /// segmentation through it) and it fits the storage (edges, labels).
     ok: bool,
     /// No cached edge is an UNK edge: its ids are emitted as they are.
     plain: bool,
@@ -148,20 +171,20 @@ pub struct WordLattices {
     index: WordIndex,
     entries: Vec<Entry>,
     keys: Vec<u8>,
-    /// Per cached edge (a word's from `Entry::edges_off`): the draw's view, `pack(take,
-    /// start, end)` (4 bytes, so a word's draws read one cache line where 16-byte edges
-    /// read three), the piece id (read for the winners only) and the exact threshold (read
-    /// on a tie of the packed one's top bits, about once per 2^20 edges).
-    packed: Vec<u32>,
-    ids: Vec<u32>,
-    exact: Vec<u64>,
+    /// Per cached edge, a word's from `Entry::edges_off`: its reservoir threshold, in pass
+    /// order (`takes`), and the edge ([`META_INDEX`]), by end and then pass order (`meta`).
+    draws: Vec<u64>,
+    meta: Vec<u64>,
     pub stats: Stats,
     /// Incremented by every clear.
     generation: u64,
     cuts: Vec<u32>,
-    /// Scratch: every edge of a word being inserted.
+    /// Tests: take the portable pass-bit loop even where AVX-512 is present.
+    scalar: bool,
+    /// Scratch: every edge of a word being inserted, its reachable ones in pass order.
     all: Vec<WordEdge>,
     takes: Vec<u64>,
+    reach: Vec<WordEdge>,
 }
 
 /// The full pass's sums over a word's edges from `z[0] = 1` (see [`super::sample`]'s
@@ -205,82 +228,166 @@ fn sums(
     reached[len & 63]
 }
 
-/// Bits of the threshold kept in the packed edge (its top 20 of 53).
-const PACK_SHIFT: u32 = 33;
+/// Most edges (from reachable starts) a cached word may have: a pass index's 11 bits in
+/// [`META_INDEX`].
+const MAX_WORD_EDGES: usize = 1 << 11;
+/// Words of a word's pass bitmap (one bit per edge, in pass order).
+const BITMAP_WORDS: usize = MAX_WORD_EDGES / 64;
+/// A cached edge's `meta` word: `label << 32 | pass index << 16 | end << 8 | start`, the pass
+/// index being its place among the word's edges in pass order (which draw it takes).
+const META_INDEX: u32 = 16;
+/// Zeros kept after the last word's thresholds, so that eight-lane loads never need a mask.
+const PAD: usize = 7;
 
-/// The draw's view of an edge: the threshold's top 20 bits, start and end (6 bits each).
+/// The pass index of a `meta` word.
 #[inline(always)]
-fn pack(take: u64, start: usize, end: usize) -> u32 {
-    ((take >> PACK_SHIFT) as u32) << 12 | (start as u32 & 63) << 6 | (end as u32 & 63)
+fn pass_index(x: u64) -> usize {
+    (x >> META_INDEX) as usize & (MAX_WORD_EDGES - 1)
 }
 
-/// `bits <= take` for a packed edge `x` whose exact threshold is `exact()`: the top 20 bits
-/// decide unless equal.
+/// Sets bit `k` of `bits` (whole words: `bits[..ceil(n/64)]` is overwritten) when edge `k`'s
+/// draw passes its threshold: edge `k` in pass order takes the text's draw `base + k`
+/// (`Draws::bits_at`), and passes when those 53 bits are at most its threshold `padded[k]`
+/// (`k < n`; `PAD` more entries follow) — the full pass's `u·Z <= c` ([`threshold`]).
+/// `VECTOR`: only inside `avx512` code.
 #[inline(always)]
-fn decide(bits: u64, x: u32, exact: impl FnOnce() -> u64) -> bool {
-    let (hi, top) = ((bits >> PACK_SHIFT) as u32, x >> 12);
-    if hi == top {
-        bits <= exact()
-    } else {
-        hi < top
-    }
-}
-
-/// Appends the drawn path of a word without UNK edges: ids collected walking back from the
-/// end into a buffer, then one 64-byte copy. The general loop (UNK merging, byte fallback,
-/// a push per token) cost about as much as the draw itself.
-#[inline(always)]
-fn emit_plain(
-    packed: &[u32],
-    ids: &[u32],
-    win: &[u16; 64],
-    len: usize,
-    buf: &mut [i32; 80],
-    out: &mut Vec<i32>,
+fn pass_bits<const VECTOR: bool>(
+    padded: &[u64],
+    n: usize,
+    base: Draws,
+    bits: &mut [u64; BITMAP_WORDS],
 ) {
-    // `buf`: a word has at most `MAX_WORD` tokens, and 16 more entries keep a fixed 16-entry
-    // copy from any start inside. Kept by the caller: zeroing it per word was a `memset`
-    // call per word (2 % of a batch).
-    let mut m = 64;
-    let mut t = len;
-    while t > 0 {
-        let k = win[t & 63] as usize;
-        m -= 1;
-        buf[m] = ids[k] as i32;
-        t = (packed[k] >> 6) as usize & 63;
+    assert!(padded.len() >= n + PAD);
+    #[cfg(target_arch = "x86_64")]
+    if VECTOR {
+        // SAFETY: `VECTOR` code runs only where the CPU has AVX-512F and AVX-512DQ
+        // (`WordLattices::sample`); `padded` holds `PAD` entries past `n` (asserted).
+        unsafe { avx512::pass_bits(padded, n, base.raw(), bits) };
+        return;
     }
-    let count = 64 - m;
-    if count <= 16 {
+    for (c, chunk) in padded[..n].chunks(64).enumerate() {
+        let mut w = 0u64;
+        for (j, &take) in chunk.iter().enumerate() {
+            let pass = base.bits_at((64 * c + j) as u64) <= take;
+            w |= (pass as u64) << j;
+        }
+        bits[c] = w;
+    }
+}
+
+/// `win[t]`: the edge (`meta` word) holding end `t` after the draws `bits`. By end the holder
+/// is the end's last passing edge, and every end's first edge passes (`Z = c` there), so a
+/// running select over the edges by end finishes each end's group on its holder: no load in
+/// the chain (a `win[t]` read-modify-write per edge chained the edges of an end through store
+/// forwarding), and the walk back reads one entry per token.
+#[inline(always)]
+fn holders(meta: &[u64], bits: &[u64; BITMAP_WORDS], win: &mut [u64; 64]) {
+    let mut cur = 0u64;
+    for &x in meta {
+        let k = pass_index(x);
+        let pass = (bits[k >> 6] >> (k & 63)) & 1 != 0;
+        cur = std::hint::select_unpredictable(pass, x, cur);
+        win[(x >> 8) as usize & 63] = cur;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::BITMAP_WORDS;
+    use crate::rng::{GOLDEN, MIX1, MIX2};
+    use std::arch::x86_64::*;
+
+    /// [`super::pass_bits`], eight edges per step: SplitMix64's mixer on eight counters (two
+    /// 64-bit multiplies, AVX-512DQ) and one unsigned compare into a mask. The scalar loop's
+    /// `win[end]` read-modify-write chained every edge of an end through store forwarding.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512DQ.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn pass_bits(
+        padded: &[u64],
+        n: usize,
+        base: u64,
+        bits: &mut [u64; BITMAP_WORDS],
+    ) {
+        let c1 = _mm512_set1_epi64(MIX1 as i64);
+        let c2 = _mm512_set1_epi64(MIX2 as i64);
+        let g = GOLDEN;
+        // Counters of draws 0..8: `base + (k + 1)·γ`, then eight γ further per step.
+        let mut ctr = _mm512_add_epi64(
+            _mm512_set1_epi64(base as i64),
+            _mm512_setr_epi64(
+                g as i64,
+                g.wrapping_mul(2) as i64,
+                g.wrapping_mul(3) as i64,
+                g.wrapping_mul(4) as i64,
+                g.wrapping_mul(5) as i64,
+                g.wrapping_mul(6) as i64,
+                g.wrapping_mul(7) as i64,
+                g.wrapping_mul(8) as i64,
+            ),
+        );
+        let step = _mm512_set1_epi64(g.wrapping_mul(8) as i64);
+        for (c, word) in bits.iter_mut().enumerate().take(n.div_ceil(64)) {
+            let mut w = 0u64;
+            let in_chunk = (n - 64 * c).min(64);
+            for v in 0..in_chunk.div_ceil(8) {
+                let j = 64 * c + 8 * v;
+                let lanes: __mmask8 = if n - j >= 8 {
+                    0xff
+                } else {
+                    ((1u32 << (n - j)) - 1) as u8
+                };
+                // SAFETY: `j + 8 <= n + PAD <= padded.len()` (the caller's contract): the
+                // lanes past `n` read the next word's or the padding's thresholds, which the
+                // compare's mask drops (a masked load waited for the mask).
+                let take = unsafe { _mm512_loadu_epi64(padded.as_ptr().add(j) as *const i64) };
+                let mut x = ctr;
+                x = _mm512_mullo_epi64(_mm512_xor_si512(x, _mm512_srli_epi64::<30>(x)), c1);
+                x = _mm512_mullo_epi64(_mm512_xor_si512(x, _mm512_srli_epi64::<27>(x)), c2);
+                x = _mm512_xor_si512(x, _mm512_srli_epi64::<31>(x));
+                let drawn = _mm512_srli_epi64::<11>(x);
+                let pass = _mm512_mask_cmple_epu64_mask(lanes, drawn, take);
+                w |= (pass as u64) << (8 * v);
+                ctr = _mm512_add_epi64(ctr, step);
+            }
+            *word = w;
+        }
+    }
+
+    /// Appends the ids of a word without UNK edges, walking back from its end through the
+    /// holders `win`; false (nothing written) past 16 tokens. The ids are shifted into a
+    /// register from the bottom lane, so they end in order, and leave in one store: the
+    /// buffer-and-copy of the portable path reloaded 64 bytes just written by 4-byte stores,
+    /// a failed store-to-load forward per word (~6 % of a batch).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn emit_plain(win: &[u64; 64], len: usize, out: &mut Vec<i32>) -> bool {
+        let mut acc = _mm512_setzero_si512();
+        let mut count = 0;
+        let mut t = len;
+        while t > 0 {
+            if count == 16 {
+                return false;
+            }
+            let x = win[t & 63];
+            acc = _mm512_alignr_epi32::<15>(acc, _mm512_set1_epi32((x >> 32) as i32));
+            count += 1;
+            t = x as usize & 63;
+        }
         out.reserve(16);
-        // SAFETY: `out` has room for 16 more entries (reserved) and `buf[m..m + 16]` is
-        // inside `buf` (`m <= 64`); only the first `count` copied entries are kept.
+        // SAFETY: `out` has room for 16 more entries (reserved); only `count` are kept.
         unsafe {
             let end = out.len();
-            std::ptr::copy_nonoverlapping(buf.as_ptr().add(m), out.as_mut_ptr().add(end), 16);
+            _mm512_storeu_si512(out.as_mut_ptr().add(end) as *mut __m512i, acc);
             out.set_len(end + count);
         }
-    } else {
-        out.extend_from_slice(&buf[m..64]);
+        true
     }
-}
-
-/// One draw over a word's cached edges: the stream's next 53 bits per edge, the holder of
-/// its end replaced when they are at most the edge's threshold (the first edge into an end
-/// always wins). `win[e]`: winning edge index.
-///
-/// Not inlined: inside the batch loop the stream's state was spilled to the stack.
-#[inline(never)]
-fn draw(packed: &[u32], exact: &[u64], win: &mut [u16; 64], rng: &mut Stream) {
-    // The stream in a local, so that it stays in registers.
-    let mut r = rng.clone();
-    for (k, &x) in packed.iter().enumerate() {
-        let t = x as usize & 63;
-        // The bits `Stream::next_f64` turns into `u`.
-        let bits = r.next_u64() >> 11;
-        let take = decide(bits, x, || exact[k]);
-        win[t] = std::hint::select_unpredictable(take, k as u16, win[t]);
-    }
-    *rng = r;
 }
 
 impl WordLattices {
@@ -289,9 +396,9 @@ impl WordLattices {
         self.index.clear();
         self.entries.clear();
         self.keys.clear();
-        self.packed.clear();
-        self.ids.clear();
-        self.exact.clear();
+        self.draws.clear();
+        self.draws.resize(PAD, 0);
+        self.meta.clear();
     }
 
     /// Number of cached words.
@@ -341,7 +448,14 @@ impl WordLattices {
         }
         let saved = rng.clone();
         let start_len = out.len();
-        let ok = self.sample_words(model, text, &cuts, w, rng, out);
+        // The full pass keys its draws the same way (`sample::perfect`).
+        let mut d = Draws::new(rng);
+        let ok = match !self.scalar && vector_draws() {
+            // SAFETY: `vector_draws` checked AVX-512F and AVX-512DQ.
+            #[cfg(target_arch = "x86_64")]
+            true => unsafe { self.sample_words_avx512(model, text, &cuts, w, &mut d, out) },
+            _ => self.sample_words::<false>(model, text, &cuts, w, &mut d, out),
+        };
         self.cuts = cuts;
         if ok {
             self.stats.lines += 1;
@@ -353,27 +467,47 @@ impl WordLattices {
         ok
     }
 
-    fn sample_words(
+    /// [`Self::sample_words`] compiled for AVX-512 (vector draws inlined).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512DQ.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn sample_words_avx512(
         &mut self,
         model: &Model,
         text: &[u8],
         cuts: &[u32],
         w: &Weights,
-        rng: &mut Stream,
+        rng: &mut Draws,
+        out: &mut Vec<i32>,
+    ) -> bool {
+        self.sample_words::<true>(model, text, cuts, w, rng, out)
+    }
+
+    #[inline(always)]
+    fn sample_words<const VECTOR: bool>(
+        &mut self,
+        model: &Model,
+        text: &[u8],
+        cuts: &[u32],
+        w: &Weights,
+        rng: &mut Draws,
         out: &mut Vec<i32>,
     ) -> bool {
         let merge = model.merges_unk() && !model.byte_fallback();
         let unk = model.unk_edge();
-        let mut win = [0u16; 64];
+        let mut bits = [0u64; BITMAP_WORDS];
+        let mut win = [0u64; 64];
         let mut buf = [0i32; 80];
         let mut prev_unk = false;
         let mut found = [Entry::default(); GROUP];
         let mut a = 0;
         for group in cuts.chunks(GROUP) {
             // All lookups of a group first: independent chains of loads (index, entry, key)
-            // the core overlaps, instead of one per word between the draws' mispredicted
-            // loop exits. A clear of the cache (full) invalidates the group's earlier
-            // entries: look them up again (a group always fits in an empty cache).
+            // the core overlaps, instead of one per word between the draws. A clear of the
+            // cache (full) invalidates the group's earlier entries: look them up again (a
+            // group always fits in an empty cache).
             loop {
                 let generation = self.generation;
                 let mut x = a;
@@ -381,10 +515,10 @@ impl WordLattices {
                     *f = self.find_or_insert(model, &text[x..b as usize], w);
                     // Ask for the word's draw data now: it is read a group later.
                     let (o, n) = (f.edges_off as usize, f.edges_len as usize);
-                    prefetch(&self.packed, o);
-                    prefetch(&self.packed, o + n.saturating_sub(1));
-                    prefetch(&self.ids, o);
-                    prefetch(&self.ids, o + n.saturating_sub(1));
+                    prefetch(&self.draws, o);
+                    prefetch(&self.draws, o + n.saturating_sub(1));
+                    prefetch(&self.meta, o);
+                    prefetch(&self.meta, o + n.saturating_sub(1));
                     x = b as usize;
                 }
                 if generation == self.generation {
@@ -398,11 +532,32 @@ impl WordLattices {
                 let b = b as usize;
                 let word = &text[a..b];
                 let len = word.len();
-                let range = e.edges_off as usize..e.edges_off as usize + e.edges_len as usize;
-                let (packed, ids) = (&self.packed[range.clone()], &self.ids[range.clone()]);
-                draw(packed, &self.exact[range], &mut win, rng);
+                let (o, n) = (e.edges_off as usize, e.edges_len as usize);
+                let (draws, meta) = (&self.draws[o..o + n + PAD], &self.meta[o..o + n]);
+                pass_bits::<VECTOR>(draws, n, *rng, &mut bits);
+                rng.skip(n as u64);
+                holders(meta, &bits, &mut win);
+                #[cfg(target_arch = "x86_64")]
+                if VECTOR && e.plain {
+                    // SAFETY: `VECTOR` code runs only where the CPU has AVX-512F.
+                    if unsafe { avx512::emit_plain(&win, len, out) } {
+                        prev_unk = false;
+                        a = b;
+                        continue;
+                    }
+                }
                 if e.plain {
-                    emit_plain(packed, ids, &win, len, &mut buf, out);
+                    // Ids walking back from the end into a buffer, then one 16-entry copy
+                    // (the general loop below cost about as much as the draws).
+                    let mut m = 64;
+                    let mut t = len;
+                    while t > 0 {
+                        let x = win[t & 63];
+                        m -= 1;
+                        buf[m] = (x >> 32) as i32;
+                        t = x as usize & 63;
+                    }
+                    append(&buf, m, out);
                     prev_unk = false;
                     a = b;
                     continue;
@@ -413,10 +568,11 @@ impl WordLattices {
                 let mut t = len;
                 let mut next_unk = false;
                 let mut first_unk = false;
-                let last_unk = merge && Some(ids[win[len & 63] as usize]) == unk;
+                let mut last_unk = None;
                 while t > 0 {
-                    let k = win[t & 63] as usize;
-                    let (s, id) = ((packed[k] >> 6) as usize & 63, ids[k]);
+                    let x = win[t & 63];
+                    let (s, id) = (x as usize & 63, (x >> 32) as u32);
+                    last_unk.get_or_insert(merge && Some(id) == unk);
                     next_unk = push_token_back(model, id, unk, merge, &word[s..t], next_unk, out);
                     if s == 0 {
                         first_unk = next_unk && merge;
@@ -428,14 +584,14 @@ impl WordLattices {
                     // The previous word ended with an UNK token: SentencePiece merges them.
                     out.remove(first);
                 }
-                prev_unk = last_unk;
+                prev_unk = last_unk.unwrap_or(false);
                 a = b;
             }
         }
         true
     }
 
-    /// The word's cache entry, its sums refreshed for `w` if they were for another α;
+    /// The word's cache entry, its thresholds refreshed for `w` if they were for another α;
     /// inserted on a miss.
     #[inline(always)]
     fn find_or_insert(&mut self, model: &Model, word: &[u8], w: &Weights) -> Entry {
@@ -443,24 +599,9 @@ impl WordLattices {
             Some(i) => {
                 self.stats.hits += 1;
                 let e = self.entries[i];
-                if e.alpha != w.alpha.to_bits() {
+                if e.ok && e.alpha != w.alpha.to_bits() {
                     self.stats.refreshed += 1;
-                    let (o, n) = (e.edges_off as usize, e.edges_len as usize);
-                    let (packed, ids) = (&self.packed[o..o + n], &self.ids[o..o + n]);
-                    let edge = |k: usize| {
-                        let p = packed[k] as usize;
-                        (p >> 6 & 63, p & 63, ids[k])
-                    };
-                    let mut takes = std::mem::take(&mut self.takes);
-                    takes.clear();
-                    takes.resize(n, 0);
-                    sums(n, edge, |k, take| takes[k] = take, &w.w, word.len());
-                    for (k, &take) in takes.iter().enumerate() {
-                        let p = self.packed[o + k] as usize;
-                        self.packed[o + k] = pack(take, p >> 6 & 63, p & 63);
-                        self.exact[o + k] = take;
-                    }
-                    self.takes = takes;
+                    self.refresh(e, word.len(), w);
                     self.entries[i].alpha = w.alpha.to_bits();
                 }
                 e
@@ -470,6 +611,32 @@ impl WordLattices {
                 self.insert(model, word, w)
             }
         }
+    }
+
+    /// Recomputes a cached word's thresholds for `w`: its edges back in pass order (the draw
+    /// index), the sums over them, the thresholds written back in place.
+    #[cold]
+    fn refresh(&mut self, e: Entry, len: usize, w: &Weights) {
+        let (o, n) = (e.edges_off as usize, e.edges_len as usize);
+        let mut reach = std::mem::take(&mut self.reach);
+        reach.clear();
+        reach.resize(n, WordEdge::default());
+        for &x in &self.meta[o..o + n] {
+            reach[pass_index(x)] = WordEdge {
+                take: 0,
+                id: (x >> 32) as u32,
+                start: (x & 63) as u8,
+                end: (x >> 8 & 63) as u8,
+            };
+        }
+        let mut takes = std::mem::take(&mut self.takes);
+        takes.clear();
+        takes.resize(n, 0);
+        let edge = |k: usize| (reach[k].start as usize, reach[k].end as usize, reach[k].id);
+        sums(n, edge, |k, take| takes[k] = take, &w.w, len);
+        self.draws[o..o + n].copy_from_slice(&takes);
+        self.takes = takes;
+        self.reach = reach;
     }
 
     fn lookup(&self, word: &[u8]) -> Option<usize> {
@@ -483,16 +650,17 @@ impl WordLattices {
             .map(|x| x as usize)
     }
 
-    /// Lists the word's edges in pass order, computes their sums for `w`, and caches those
-    /// from reachable starts.
+    /// Lists the word's edges in pass order, computes their thresholds for `w`, and caches
+    /// those from reachable starts sorted by end.
     fn insert(&mut self, model: &Model, word: &[u8], w: &Weights) -> Entry {
-        if self.entries.len() >= MAX_ENTRIES || self.packed.len() > MAX_EDGES {
+        if self.entries.len() >= MAX_ENTRIES || self.draws.len() > MAX_EDGES {
             self.clear();
         }
+        let len = word.len();
         let mut all = std::mem::take(&mut self.all);
         all.clear();
         let mut s = 0;
-        while s < word.len() {
+        while s < len {
             model.edges_at(word, s, |end, id| {
                 all.push(WordEdge {
                     take: 0,
@@ -501,42 +669,61 @@ impl WordLattices {
                     end: end as u8,
                 })
             });
-            s += super::model::utf8_len(word[s]).min(word.len() - s);
+            s += super::model::utf8_len(word[s]).min(len - s);
         }
-        let ok = {
-            let copy = |k: usize| (all[k].start as usize, all[k].end as usize, all[k].id);
-            let mut takes = std::mem::take(&mut self.takes);
-            takes.clear();
-            takes.resize(all.len(), 0);
-            let ok = sums(all.len(), copy, |k, take| takes[k] = take, &w.w, word.len());
-            for (x, &take) in all.iter_mut().zip(&takes) {
-                x.take = take;
+        let mut takes = std::mem::take(&mut self.takes);
+        takes.clear();
+        takes.resize(all.len(), 0);
+        let copy = |k: usize| (all[k].start as usize, all[k].end as usize, all[k].id);
+        let reached = sums(all.len(), copy, |k, take| takes[k] = take, &w.w, len);
+        // The draws' order: edges from reachable starts, in pass order.
+        let mut reach = std::mem::take(&mut self.reach);
+        reach.clear();
+        for (x, &take) in all.iter().zip(&takes) {
+            if take != UNREACHED {
+                reach.push(WordEdge { take, ..*x });
             }
-            self.takes = takes;
-            ok
-        };
+        }
+        let fits = reach.len() < MAX_WORD_EDGES;
         let h = hash(word);
-        let e = Entry {
+        let mut e = Entry {
             alpha: w.alpha.to_bits(),
             hash: (h >> 32) as u32,
             key_off: self.keys.len() as u32,
-            key_len: word.len() as u8,
-            edges_off: self.packed.len() as u32,
-            // At most `MAX_WORD` starts of at most `MAX_WORD` edges each.
-            edges_len: all.iter().filter(|x| x.take != UNREACHED).count() as u16,
-            ok,
-            plain: all
-                .iter()
-                .all(|x| x.take == UNREACHED || Some(x.id) != model.unk_edge()),
+            key_len: len as u8,
+            edges_off: (self.draws.len() - PAD) as u32,
+            edges_len: 0,
+            ok: reached && fits,
+            plain: reach.iter().all(|x| Some(x.id) != model.unk_edge()),
         };
         self.keys.extend_from_slice(word);
-        for x in all.iter().filter(|x| x.take != UNREACHED) {
-            self.packed
-                .push(pack(x.take, x.start as usize, x.end as usize));
-            self.ids.push(x.id);
-            self.exact.push(x.take);
+        if e.ok {
+            // Counting sort by end, pass order kept within an end.
+            e.edges_len = reach.len() as u16;
+            let mut next = [0u16; MAX_WORD + 2];
+            for x in reach.iter() {
+                next[x.end as usize + 1] += 1;
+            }
+            for t in 1..=len + 1 {
+                next[t] += next[t - 1];
+            }
+            let o = self.draws.len() - PAD;
+            self.draws.resize(o + reach.len() + PAD, 0);
+            self.meta.resize(o + reach.len(), 0);
+            for (k, x) in reach.iter().enumerate() {
+                let t = x.end as usize;
+                let j = o + next[t] as usize;
+                next[t] += 1;
+                self.draws[o + k] = x.take;
+                self.meta[j] = (x.id as u64) << 32
+                    | (k as u64) << META_INDEX
+                    | (t as u64) << 8
+                    | x.start as u64;
+            }
         }
         self.all = all;
+        self.takes = takes;
+        self.reach = reach;
         let entries = &self.entries;
         self.index
             .insert(e.hash, entries.len() as u32, entries.len(), |y| {
@@ -545,6 +732,36 @@ impl WordLattices {
         self.entries.push(e);
         e
     }
+}
+
+/// Appends `buf[m..64]` to `out`: a fixed 16-entry copy when it fits (a word's tokens are at
+/// most `MAX_WORD`, and `buf` has 16 entries of slack past 64).
+#[inline(always)]
+fn append(buf: &[i32; 80], m: usize, out: &mut Vec<i32>) {
+    let count = 64 - m;
+    if count <= 16 {
+        out.reserve(16);
+        // SAFETY: `out` has room for 16 more entries (reserved) and `buf[m..m + 16]` is
+        // inside `buf` (`m <= 64`); only the first `count` copied entries are kept.
+        unsafe {
+            let end = out.len();
+            std::ptr::copy_nonoverlapping(buf.as_ptr().add(m), out.as_mut_ptr().add(end), 16);
+            out.set_len(end + count);
+        }
+    } else {
+        out.extend_from_slice(&buf[m..64]);
+    }
+}
+
+/// Whether the CPU runs [`avx512::pass_bits`] (and the SIMD level allows it).
+fn vector_draws() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::simd::level() == crate::simd::Level::Avx512
+            && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[cfg(test)]
@@ -594,21 +811,26 @@ mod tests {
             return false;
         };
         let full = perfect_ok(m, &prepared, alpha);
-        let mut c = WordLattices::default();
         let mut used = false;
-        // Cold, warm, warm after the sums were refreshed for another α.
-        for round in 0..3 {
-            if round == 2 {
-                word_wise(&mut c, m, &prepared, alpha + 0.5, seed);
-            }
-            if let Some(got) = word_wise(&mut c, m, &prepared, alpha, seed) {
-                assert!(full, "word-wise succeeded where the full pass fails");
-                assert_eq!(
-                    got,
-                    full_pass(m, &prepared, alpha, seed),
-                    "{text:?} α={alpha}"
-                );
-                used = true;
+        // Both pass-bit kernels; cold, warm, warm after the sums were refreshed for another α.
+        for scalar in [false, true] {
+            let mut c = WordLattices {
+                scalar,
+                ..Default::default()
+            };
+            for round in 0..3 {
+                if round == 2 {
+                    word_wise(&mut c, m, &prepared, alpha + 0.5, seed);
+                }
+                if let Some(got) = word_wise(&mut c, m, &prepared, alpha, seed) {
+                    assert!(full, "word-wise succeeded where the full pass fails");
+                    assert_eq!(
+                        got,
+                        full_pass(m, &prepared, alpha, seed),
+                        "{text:?} α={alpha} scalar={scalar}"
+                    );
+                    used = true;
+                }
             }
         }
         used
@@ -706,26 +928,74 @@ mod tests {
         assert_eq!(threshold(1.0, 1.0), (1 << 53) - 1);
     }
 
-    /// The packed decision is the exact one, ties of the top bits included.
+    /// The vector pass bits equal the portable ones (thresholds at, just below and just above
+    /// the drawn bits, any length up to the limit), and `holders` picks each end's last
+    /// passing edge.
     #[test]
-    fn packed_decision_is_exact() {
-        let mut r = Stream::new(6, 6);
-        for i in 0..100000 {
-            let take = if i % 7 == 0 {
-                (1 << 53) - 1
+    fn pass_bits_agree_and_holders_are_the_last_passing_edges() {
+        let mut r = Stream::new(8, 8);
+        for n in [1usize, 7, 8, 9, 63, 64, 65, 200, MAX_WORD_EDGES - 1] {
+            let base = Draws::new(&mut r);
+            // Edges in pass order with their ends (a permutation of a by-end layout); each
+            // end's first edge in pass order always passes.
+            let ends: Vec<u64> = (0..n as u64)
+                .map(|k| 1 + ((k * 7919) % n as u64) * 48 / n as u64)
+                .collect();
+            let takes: Vec<u64> = (0..n)
+                .map(|k| {
+                    let drawn = base.bits_at(k as u64);
+                    match r.next_u64() % 4 {
+                        _ if !ends[..k].contains(&ends[k]) => (1 << 53) - 1,
+                        0 => drawn,
+                        1 => drawn.saturating_sub(1),
+                        2 => (1 << 53) - 1,
+                        _ => r.next_u64() >> 11,
+                    }
+                })
+                .collect();
+            let (mut a, mut b) = ([0u64; BITMAP_WORDS], [0u64; BITMAP_WORDS]);
+            // Padding of thresholds that would pass: the vector lanes past `n` must not count.
+            let mut padded = takes.clone();
+            padded.extend([(1 << 53) - 1; PAD]);
+            pass_bits::<false>(&padded, n, base, &mut a);
+            if vector_draws() {
+                // SAFETY: checked just above.
+                unsafe { vector_pass_bits(&padded, n, base, &mut b) };
             } else {
-                r.next_u64() >> 11
-            };
-            // Half the draws share the threshold's top bits.
-            let bits = if i % 2 == 0 {
-                (take & !((1 << PACK_SHIFT) - 1)) | (r.next_u64() & ((1 << PACK_SHIFT) - 1))
-            } else {
-                r.next_u64() >> 11
-            };
-            let x = pack(take, 5, 9);
-            assert_eq!(decide(bits, x, || take), bits <= take, "{bits} {take}");
-            assert_eq!((x >> 6 & 63, x & 63), (5, 9));
+                b = a;
+            }
+            let words = n.div_ceil(64);
+            assert_eq!(a[..words], b[..words], "n = {n}");
+            let passes = |k: usize| (a[k / 64] >> (k % 64)) & 1 == 1;
+            for (k, &take) in takes.iter().enumerate() {
+                assert_eq!(passes(k), base.bits_at(k as u64) <= take);
+            }
+            // By end, then pass order, as `insert` stores them.
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&k| (ends[k], k));
+            let meta: Vec<u64> = order
+                .iter()
+                .map(|&k| (k as u64) << 32 | (k as u64) << META_INDEX | ends[k] << 8)
+                .collect();
+            let mut win = [u64::MAX; 64];
+            holders(&meta, &a, &mut win);
+            for t in 1..=48u64 {
+                let want = (0..n).rev().find(|&k| ends[k] == t && passes(k));
+                let got = (win[t as usize] != u64::MAX).then(|| (win[t as usize] >> 32) as usize);
+                assert_eq!(want, got, "n = {n}, t = {t}");
+            }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn vector_pass_bits(p: &[u64], n: usize, base: Draws, bits: &mut [u64; BITMAP_WORDS]) {
+        pass_bits::<true>(p, n, base, bits)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn vector_pass_bits(p: &[u64], n: usize, base: Draws, bits: &mut [u64; BITMAP_WORDS]) {
+        pass_bits::<false>(p, n, base, bits)
     }
 
     /// Sums pushed out of range inside long words (the in-word rescaling path), and words at
