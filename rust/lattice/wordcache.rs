@@ -287,19 +287,10 @@ impl WordCache {
         // Word ends first: a line with a long word (most Chinese lines) takes the full pass
         // without paying for lookups of its other words.
         let mut cuts = std::mem::take(&mut self.cuts);
-        cuts.clear();
-        let mut a = 0;
-        while a < n {
-            // The next mark after `a` (continuation bytes are never 0xE2, so none starts at
-            // a + 1 or a + 2 when one starts at a).
-            let b = find_mark(text, a + 1).unwrap_or(n);
-            if b - a > MAX_WORD {
-                self.cuts = cuts;
-                self.stats.fallbacks += 1;
-                return false;
-            }
-            cuts.push(b as u32);
-            a = b;
+        if !word_ends(text, &mut cuts) {
+            self.cuts = cuts;
+            self.stats.fallbacks += 1;
+            return false;
         }
         let r = self.encode_words(model, text, &cuts, out);
         self.cuts = cuts;
@@ -497,6 +488,25 @@ pub(crate) fn find_mark(text: &[u8], from: usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// Fills `cuts` with the end of every word of a prepared text (each word but the first starts
+/// at a "▁" mark); false when a word is longer than `MAX_WORD` (the line takes the full pass).
+pub(crate) fn word_ends(text: &[u8], cuts: &mut Vec<u32>) -> bool {
+    cuts.clear();
+    let n = text.len();
+    let mut a = 0;
+    while a < n {
+        // The next mark after `a` (continuation bytes are never 0xE2, so none starts at
+        // a + 1 or a + 2 when one starts at a).
+        let b = find_mark(text, a + 1).unwrap_or(n);
+        if b - a > MAX_WORD {
+            return false;
+        }
+        cuts.push(b as u32);
+        a = b;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@
 
 use super::model::{Model, Weights};
 use super::viterbi::push_token_back;
-use super::wordcache::{find_mark, hash, same, WordIndex, MAX_WORD};
+use super::wordcache::{hash, same, word_ends, WordIndex, MAX_WORD};
 use crate::rng::{Draws, Stream};
 
 /// Words looked up together before their draws (see `sample_words`).
@@ -434,17 +434,10 @@ impl WordLattices {
             self.uid = model.uid();
         }
         let mut cuts = std::mem::take(&mut self.cuts);
-        cuts.clear();
-        let mut a = 0;
-        while a < n {
-            let b = find_mark(text, a + 1).unwrap_or(n);
-            if b - a > MAX_WORD {
-                self.cuts = cuts;
-                self.stats.fallbacks += 1;
-                return false;
-            }
-            cuts.push(b as u32);
-            a = b;
+        if !word_ends(text, &mut cuts) {
+            self.cuts = cuts;
+            self.stats.fallbacks += 1;
+            return false;
         }
         let saved = rng.clone();
         let start_len = out.len();
