@@ -236,8 +236,9 @@ const BITMAP_WORDS: usize = MAX_WORD_EDGES / 64;
 /// A cached edge's `meta` word: `label << 32 | pass index << 16 | end << 8 | start`, the pass
 /// index being its place among the word's edges in pass order (which draw it takes).
 const META_INDEX: u32 = 16;
-/// Zeros kept after the last word's thresholds, so that eight-lane loads never need a mask.
-const PAD: usize = 7;
+/// Zeros kept after the last word's thresholds, so that vector loads (two of eight lanes at
+/// least) never need a mask.
+const PAD: usize = 15;
 
 /// The pass index of a `meta` word.
 #[inline(always)]
@@ -329,6 +330,31 @@ mod avx512 {
             ),
         );
         let step = _mm512_set1_epi64(g.wrapping_mul(8) as i64);
+        // Eight draws mixed and tested against `take` in the `lanes` kept.
+        let test = |ctr: __m512i, take: __m512i, lanes: __mmask8| {
+            let mut x = ctr;
+            x = _mm512_mullo_epi64(_mm512_xor_si512(x, _mm512_srli_epi64::<30>(x)), c1);
+            x = _mm512_mullo_epi64(_mm512_xor_si512(x, _mm512_srli_epi64::<27>(x)), c2);
+            x = _mm512_xor_si512(x, _mm512_srli_epi64::<31>(x));
+            _mm512_mask_cmple_epu64_mask(lanes, _mm512_srli_epi64::<11>(x), take)
+        };
+        if n <= 16 {
+            // Most words: two steps always, no loop (its trip count, one or two, was a
+            // mispredicted branch per word).
+            let lanes = (1u32 << n) - 1;
+            // SAFETY: `16 <= n + PAD <= padded.len()` (the caller's contract); lanes past `n`
+            // are dropped by the masks.
+            let (t0, t1) = unsafe {
+                (
+                    _mm512_loadu_epi64(padded.as_ptr() as *const i64),
+                    _mm512_loadu_epi64(padded.as_ptr().add(8) as *const i64),
+                )
+            };
+            let p0 = test(ctr, t0, lanes as u8);
+            let p1 = test(_mm512_add_epi64(ctr, step), t1, (lanes >> 8) as u8);
+            bits[0] = p0 as u64 | (p1 as u64) << 8;
+            return;
+        }
         for (c, word) in bits.iter_mut().enumerate().take(n.div_ceil(64)) {
             let mut w = 0u64;
             let in_chunk = (n - 64 * c).min(64);
@@ -343,13 +369,7 @@ mod avx512 {
                 // lanes past `n` read the next word's or the padding's thresholds, which the
                 // compare's mask drops (a masked load waited for the mask).
                 let take = unsafe { _mm512_loadu_epi64(padded.as_ptr().add(j) as *const i64) };
-                let mut x = ctr;
-                x = _mm512_mullo_epi64(_mm512_xor_si512(x, _mm512_srli_epi64::<30>(x)), c1);
-                x = _mm512_mullo_epi64(_mm512_xor_si512(x, _mm512_srli_epi64::<27>(x)), c2);
-                x = _mm512_xor_si512(x, _mm512_srli_epi64::<31>(x));
-                let drawn = _mm512_srli_epi64::<11>(x);
-                let pass = _mm512_mask_cmple_epu64_mask(lanes, drawn, take);
-                w |= (pass as u64) << (8 * v);
+                w |= (test(ctr, take, lanes) as u64) << (8 * v);
                 ctr = _mm512_add_epi64(ctr, step);
             }
             *word = w;
@@ -370,6 +390,17 @@ mod avx512 {
         let mut acc = _mm512_setzero_si512();
         let mut count = 0;
         let mut t = len;
+        // Four steps without a branch (a word's token count, ~3 on average, made the loop's
+        // exit a mispredicted branch per word); a step past the word's start reads `win[0]`
+        // and keeps everything as it is.
+        for _ in 0..4 {
+            let x = win[t & 63];
+            let live = t > 0;
+            let pushed = _mm512_alignr_epi32::<15>(acc, _mm512_set1_epi32((x >> 32) as i32));
+            acc = _mm512_mask_blend_epi32(if live { 0xffff } else { 0 }, acc, pushed);
+            count += live as usize;
+            t = if live { x as usize & 63 } else { 0 };
+        }
         while t > 0 {
             if count == 16 {
                 return false;
