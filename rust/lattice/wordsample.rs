@@ -67,9 +67,19 @@
 //!     word, 6 % of the profile), unmasked loads over zero padding: **4.42 vs 4.60 ms, perfect
 //!     ÷ Viterbi 1.64 vs 1.72** (Viterbi 2.70 ms). Profile now: lookups 27 %, draws + walk
 //!     back + emission 41 %, normaliser 11 %.
+//!   - Branch-free fast paths: two fixed vector steps for words of at most 16 edges (the
+//!     trip count, one or two, mispredicted), four branch-free steps of the walk back before
+//!     its loop: **4.12-4.17 vs 4.38 ms, perfect ÷ Viterbi 1.58-1.63** (Viterbi 2.57 ms).
+//!   - Tried and dropped: a fixed 16-step scalar `holders` for such words (4.29 vs 4.12 ms);
+//!     the same by AVX-512 (prefix maximum of passing lanes, `vpermt2q`, two masked
+//!     scatters into `win`): 4.98 vs 4.21 ms, scatters are slow here; software-pipelined
+//!     probes (all hashes and index lines of a group, then entries, then keys): 4.81 vs
+//!     4.48 ms.
+//!   - The working set is not what limits it: the first 540 lines repeated 8 times (2.2k
+//!     distinct words instead of 9.2k, same 50k words) take 4.24 vs 4.36 ms. What is left is
+//!     per-word work: ~85 ns a word against Viterbi's ~46 (lookups ~27 % of the batch).
 //!   - Not tried yet: 4-byte thresholds (top bits, exact ones read on ties) and 4-byte edges
-//!     (ids apart) to halve the draw data per word (~2 cache lines of the ~6 a word touches),
-//!     and a 24-byte entry (α as a small generation number).
+//!     (ids apart), and a 24-byte entry (α as a small generation number).
 //! - zh_fortunes: no gain (perfect 27.8 ms with the caches vs 26.0 without; capping the
 //!   word length at 16 or 24 bytes changed nothing); perfect ÷ Viterbi 1.2-1.4 (the counter
 //!   draws: 25.1 vs 24.4 ms min, within the noise).
