@@ -78,6 +78,8 @@
 //!   - The working set is not what limits it: the first 540 lines repeated 8 times (2.2k
 //!     distinct words instead of 9.2k, same 50k words) take 4.24 vs 4.36 ms. What is left is
 //!     per-word work: ~85 ns a word against Viterbi's ~46 (lookups ~27 % of the batch).
+//!   - `lookup` forced inline (the compiler had kept it out of line inside the AVX-512 copy):
+//!     3.99-4.13 vs 4.20-4.26 ms, perfect ÷ Viterbi 1.55-1.62.
 //!   - Not tried yet: 4-byte thresholds (top bits, exact ones read on ties) and 4-byte edges
 //!     (ids apart), and a 24-byte entry (α as a small generation number).
 //! - zh_fortunes: no gain (perfect 27.8 ms with the caches vs 26.0 without; capping the
@@ -673,6 +675,9 @@ impl WordLattices {
         self.reach = reach;
     }
 
+    // Inlined into the group loop: out of line (the compiler's choice inside the AVX-512
+    // copy) the call's argument and result traffic sat on every lookup's path.
+    #[inline(always)]
     fn lookup(&self, word: &[u8]) -> Option<usize> {
         let hi = (hash(word) >> 32) as u32;
         let (entries, keys) = (&self.entries, &self.keys);
