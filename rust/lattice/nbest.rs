@@ -467,17 +467,7 @@ fn forward_blocks(
             text,
             s,
             #[inline(always)]
-            |e, id| {
-                let (lo, hi) = nodes.split_at_mut(e << shift);
-                let src = Cands {
-                    src: &lo[off..off + len],
-                    off: off as u32,
-                    v: model.score(id),
-                    id,
-                };
-                let a = cnt[e] as usize;
-                cnt[e] = merge_into(&mut hi[..k], a, tail, &src) as u32;
-            },
+            |e, id| relax_into(model, nodes, cnt, tail, (shift, k), (off, len), e, id),
         );
     }
     if cnt[n] == 0 {
@@ -485,6 +475,31 @@ fn forward_blocks(
         return Err(model.unsegmentable(text, furthest));
     }
     Ok(())
+}
+
+/// Relaxes edge `id` into end `e` (both layouts): merges the start's finished list (`len`
+/// entries at `off` in `nodes`) into `e`'s list of at most `k` (`e`'s slot at `e << shift`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn relax_into(
+    model: &Model,
+    nodes: &mut [Node],
+    cnt: &mut [u32],
+    tail: &mut [Node],
+    (shift, k): (u32, usize),
+    (off, len): (usize, usize),
+    e: usize,
+    id: u32,
+) {
+    let (lo, hi) = nodes.split_at_mut(e << shift);
+    let src = Cands {
+        src: &lo[off..off + len],
+        off: off as u32,
+        v: model.score(id),
+        id,
+    };
+    let a = cnt[e] as usize;
+    cnt[e] = merge_into(&mut hi[..k], a, tail, &src) as u32;
 }
 
 /// Whether the block layout walks `text` by characters ([`forward_units`]): when it is
@@ -537,17 +552,8 @@ fn forward_units(
             s,
             #[inline(always)]
             |l, node| {
-                let e = s + l;
                 let id = values[node as usize];
-                let (lo, hi) = nodes.split_at_mut(e << shift);
-                let src = Cands {
-                    src: &lo[off..off + len],
-                    off: off as u32,
-                    v: model.score(id),
-                    id,
-                };
-                let a = cnt[e] as usize;
-                cnt[e] = merge_into(&mut hi[..k], a, tail, &src) as u32;
+                relax_into(model, nodes, cnt, tail, (shift, k), (off, len), s + l, id)
             },
         );
     }

@@ -196,6 +196,21 @@ impl WordIndex {
         (hi >> (32 - self.bits)) as usize
     }
 
+    /// The entry of `word`, whose hash's high half is `hi`; `key(x)` gives entry `x`'s hash
+    /// half and key.
+    #[inline(always)]
+    pub fn find_word<'k>(
+        &self,
+        hi: u32,
+        word: &[u8],
+        key: impl Fn(u32) -> (u32, &'k [u8]),
+    ) -> Option<u32> {
+        self.find(hi, |x| {
+            let (h, k) = key(x);
+            h == hi && same(k, word)
+        })
+    }
+
     /// The entry whose hash's high half is `hi` and for which `is` holds.
     #[inline(always)]
     pub fn find(&self, hi: u32, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
@@ -350,9 +365,9 @@ impl WordCache {
         let hi = (hash(word) >> 32) as u32;
         let (entries, keys) = (&self.entries, &self.keys);
         self.index
-            .find(hi, |x| {
+            .find_word(hi, word, |x| {
                 let e = &entries[x as usize];
-                e.hash == hi && same(&keys[e.key_off as usize..][..e.key_len as usize], word)
+                (e.hash, &keys[e.key_off as usize..][..e.key_len as usize])
             })
             .map(|x| entries[x as usize])
     }

@@ -88,7 +88,7 @@
 
 use super::model::{Model, Weights};
 use super::viterbi::push_token_back;
-use super::wordcache::{hash, same, word_ends, WordIndex, MAX_WORD};
+use super::wordcache::{hash, word_ends, WordIndex, MAX_WORD};
 use crate::rng::{Draws, Stream};
 
 /// Words looked up together before their draws (see `sample_words`).
@@ -682,9 +682,9 @@ impl WordLattices {
         let hi = (hash(word) >> 32) as u32;
         let (entries, keys) = (&self.entries, &self.keys);
         self.index
-            .find(hi, |x| {
+            .find_word(hi, word, |x| {
                 let e = &entries[x as usize];
-                e.hash == hi && same(&keys[e.key_off as usize..][..e.key_len as usize], word)
+                (e.hash, &keys[e.key_off as usize..][..e.key_len as usize])
             })
             .map(|x| x as usize)
     }
