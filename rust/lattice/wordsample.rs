@@ -19,10 +19,11 @@
 //! the uniforms. So the cache keeps, per word, its edges from reachable starts with the test
 //! `u·Z_k <= c_k` computed once per α by the full pass's arithmetic and turned into an
 //! integer threshold on the draw's 53 bits ([`threshold`]). Drawing a word is then one
-//! vector pass over its edges (eight counters mixed and compared per step: a bitmap of the
-//! passing edges), a running select over its edges by end (each end's holder is its last
-//! passing edge; the first edge into an end always passes, as `Z = c` there), and the walk
-//! back from the word's end.
+//! vector pass over its edges, stored by end (eight counters mixed and compared per step: a
+//! bitmap of the passing edges), and the walk back from the word's end, each token one bit
+//! scan: an end's holder is its last passing edge, and the first edge into an end always
+//! passes (`Z = c` there), so the highest passing edge ending at or before `t` is `t`'s
+//! holder ([`holder`]).
 //!
 //! The output therefore never depends on the cache's state, the thread count or the batch
 //! split; tests compare ids and the stream's position with the full pass bit for bit.
@@ -80,6 +81,11 @@
 //!     per-word work: ~85 ns a word against Viterbi's ~46 (lookups ~27 % of the batch).
 //!   - `lookup` forced inline (the compiler had kept it out of line inside the AVX-512 copy):
 //!     3.99-4.13 vs 4.20-4.26 ms, perfect ÷ Viterbi 1.55-1.62.
+//!   - Bits computed by end (each lane's counter from its pass index: one more multiply per
+//!     eight edges), each token's holder by one bit scan below its start's limit (kept in the
+//!     edge's `meta` word): no running select into a per-end table, no reload of it on the
+//!     walk back. On a Zen 4 guest (where the old build read 1.63-1.75× Viterbi): 4.39-4.71
+//!     vs 4.57-4.79 ms, min of 6 × 60 calls alternating.
 //!   - Not tried yet: 4-byte thresholds (top bits, exact ones read on ties) and 4-byte edges
 //!     (ids apart), and a 24-byte entry (α as a small generation number).
 //! - zh_fortunes: no gain (perfect 27.8 ms with the caches vs 26.0 without; capping the
@@ -240,16 +246,21 @@ fn sums(
     reached[len & 63]
 }
 
-/// Most edges (from reachable starts) a cached word may have: a pass index's 11 bits in
-/// [`META_INDEX`].
-const MAX_WORD_EDGES: usize = 1 << 11;
-/// Words of a word's pass bitmap (one bit per edge, in pass order).
+/// Most edges (from reachable starts) a cached word may have: a pass index's and a limit's
+/// 10 bits in a `meta` word.
+const MAX_WORD_EDGES: usize = 1 << 10;
+/// Words of a word's pass bitmap (one bit per edge, by end).
 const BITMAP_WORDS: usize = MAX_WORD_EDGES / 64;
-/// A cached edge's `meta` word: `label << 32 | pass index << 16 | end << 8 | start`, the pass
-/// index being its place among the word's edges in pass order (which draw it takes).
-const META_INDEX: u32 = 16;
-/// Zeros kept after the last word's thresholds, so that vector loads (two of eight lanes at
-/// least) never need a mask.
+/// A cached edge's `meta` word: `label << 32 | limit << META_LIM | pass index << META_INDEX |
+/// end << META_END | start`. Edges are stored by end (then pass order); the pass index is the
+/// edge's place among the word's edges in pass order (which draw it takes), and the limit is
+/// the number of the word's edges ending at or before its start (where the walk back looks
+/// for the holder of that start).
+const META_END: u32 = 6;
+const META_INDEX: u32 = 12;
+const META_LIM: u32 = 22;
+/// Zeros kept after the last word's thresholds and edges, so that vector loads (two of eight
+/// lanes at least) never need a mask.
 const PAD: usize = 15;
 
 /// The pass index of a `meta` word.
@@ -258,93 +269,119 @@ fn pass_index(x: u64) -> usize {
     (x >> META_INDEX) as usize & (MAX_WORD_EDGES - 1)
 }
 
-/// Sets bit `k` of `bits` (whole words: `bits[..ceil(n/64)]` is overwritten) when edge `k`'s
-/// draw passes its threshold: edge `k` in pass order takes the text's draw `base + k`
-/// (`Draws::bits_at`), and passes when those 53 bits are at most its threshold `padded[k]`
-/// (`k < n`; `PAD` more entries follow) — the full pass's `u·Z <= c` ([`threshold`]).
+/// The limit of a `meta` word: its start's holder is the last passing edge below it.
+#[inline(always)]
+fn limit(x: u64) -> usize {
+    (x >> META_LIM) as usize & (MAX_WORD_EDGES - 1)
+}
+
+#[inline(always)]
+fn start_of(x: u64) -> usize {
+    x as usize & 63
+}
+
+#[inline(always)]
+fn end_of(x: u64) -> usize {
+    (x >> META_END) as usize & 63
+}
+
+/// Sets bit `j` of `bits` (whole words: `bits[..ceil(n/64)]` is overwritten) when edge `j`
+/// (by end) passes: it takes the text's draw `base + pass_index(meta[j])`
+/// (`Draws::bits_at`), and passes when those 53 bits are at most its threshold `takes[j]` —
+/// the full pass's `u·Z <= c` ([`threshold`]). Both slices hold `PAD` entries past `n`.
 /// `VECTOR`: only inside `avx512` code.
 #[inline(always)]
 fn pass_bits<const VECTOR: bool>(
-    padded: &[u64],
+    takes: &[u64],
+    meta: &[u64],
     n: usize,
     base: Draws,
     bits: &mut [u64; BITMAP_WORDS],
 ) {
-    assert!(padded.len() >= n + PAD);
+    assert!(takes.len() >= n + PAD && meta.len() >= n + PAD && n <= MAX_WORD_EDGES);
     #[cfg(target_arch = "x86_64")]
     if VECTOR {
         // SAFETY: `VECTOR` code runs only where the CPU has AVX-512F and AVX-512DQ
-        // (`WordLattices::sample`); `padded` holds `PAD` entries past `n` (asserted).
-        unsafe { avx512::pass_bits(padded, n, base.raw(), bits) };
+        // (`WordLattices::sample`); both slices hold `PAD` entries past `n` (asserted).
+        unsafe { avx512::pass_bits(takes, meta, n, base.raw(), bits) };
         return;
     }
-    for (c, chunk) in padded[..n].chunks(64).enumerate() {
+    for (c, (t, m)) in takes[..n].chunks(64).zip(meta[..n].chunks(64)).enumerate() {
         let mut w = 0u64;
-        for (j, &take) in chunk.iter().enumerate() {
-            let pass = base.bits_at((64 * c + j) as u64) <= take;
+        for (j, (&take, &x)) in t.iter().zip(m).enumerate() {
+            let pass = base.bits_at(pass_index(x) as u64) <= take;
             w |= (pass as u64) << j;
         }
         bits[c] = w;
     }
 }
 
-/// `win[t]`: the edge (`meta` word) holding end `t` after the draws `bits`. By end the holder
-/// is the end's last passing edge, and every end's first edge passes (`Z = c` there), so a
-/// running select over the edges by end finishes each end's group on its holder: no load in
-/// the chain (a `win[t]` read-modify-write per edge chained the edges of an end through store
-/// forwarding), and the walk back reads one entry per token.
+/// The holder of a position: the last passing edge (by end) below `lim`, the number of edges
+/// ending at or before it (`lim >= 1`). By end, the holder of end `t` is its last passing
+/// edge, and every end's first edge passes (`Z = c` there), so the highest passing edge
+/// ending at or before `t` is `t`'s own holder: one bit scan, no per-end table.
 #[inline(always)]
-fn holders(meta: &[u64], bits: &[u64; BITMAP_WORDS], win: &mut [u64; 64]) {
-    let mut cur = 0u64;
-    for &x in meta {
-        let k = pass_index(x);
-        let pass = (bits[k >> 6] >> (k & 63)) & 1 != 0;
-        cur = std::hint::select_unpredictable(pass, x, cur);
-        win[(x >> 8) as usize & 63] = cur;
+fn holder(bits: &[u64; BITMAP_WORDS], lim: usize) -> usize {
+    let mut w = (lim - 1) / 64;
+    let below = lim - 64 * w;
+    let mut m = if below == 64 {
+        bits[w]
+    } else {
+        bits[w] & ((1u64 << below) - 1)
+    };
+    while m == 0 {
+        // Unreachable for a reachable end (its first edge passes); kept in bounds anyway.
+        if w == 0 {
+            return 0;
+        }
+        w -= 1;
+        m = bits[w];
     }
+    64 * w + 63 - m.leading_zeros() as usize
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::BITMAP_WORDS;
+    use super::{limit, BITMAP_WORDS, MAX_WORD_EDGES, META_INDEX};
     use crate::rng::{GOLDEN, MIX1, MIX2};
     use std::arch::x86_64::*;
 
-    /// [`super::pass_bits`], eight edges per step: SplitMix64's mixer on eight counters (two
-    /// 64-bit multiplies, AVX-512DQ) and one unsigned compare into a mask. The scalar loop's
-    /// `win[end]` read-modify-write chained every edge of an end through store forwarding.
+    /// [`super::pass_bits`], eight edges per step: each edge's counter from its pass index
+    /// (one 64-bit multiply), SplitMix64's mixer on eight counters (two more, AVX-512DQ) and
+    /// one unsigned compare into a mask. Computing the bits by end (not in pass order) lets
+    /// the walk back find each end's holder by a bit scan: no select over the edges into a
+    /// per-end table, whose stores the walk then reloaded.
     ///
     /// # Safety
     /// The CPU has AVX-512F and AVX-512DQ.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
     pub(super) unsafe fn pass_bits(
-        padded: &[u64],
+        takes: &[u64],
+        meta: &[u64],
         n: usize,
         base: u64,
         bits: &mut [u64; BITMAP_WORDS],
     ) {
         let c1 = _mm512_set1_epi64(MIX1 as i64);
         let c2 = _mm512_set1_epi64(MIX2 as i64);
-        let g = GOLDEN;
-        // Counters of draws 0..8: `base + (k + 1)·γ`, then eight γ further per step.
-        let mut ctr = _mm512_add_epi64(
-            _mm512_set1_epi64(base as i64),
-            _mm512_setr_epi64(
-                g as i64,
-                g.wrapping_mul(2) as i64,
-                g.wrapping_mul(3) as i64,
-                g.wrapping_mul(4) as i64,
-                g.wrapping_mul(5) as i64,
-                g.wrapping_mul(6) as i64,
-                g.wrapping_mul(7) as i64,
-                g.wrapping_mul(8) as i64,
-            ),
-        );
-        let step = _mm512_set1_epi64(g.wrapping_mul(8) as i64);
-        // Eight draws mixed and tested against `take` in the `lanes` kept.
-        let test = |ctr: __m512i, take: __m512i, lanes: __mmask8| {
-            let mut x = ctr;
+        let g = _mm512_set1_epi64(GOLDEN as i64);
+        let first = _mm512_set1_epi64(base.wrapping_add(GOLDEN) as i64);
+        let index = _mm512_set1_epi64(MAX_WORD_EDGES as i64 - 1);
+        // Edges `j..j + 8` (by end) mixed and tested against their thresholds in the `lanes`
+        // kept: draw `k` mixes `base + (k + 1)·γ`.
+        let test = |j: usize, lanes: __mmask8| {
+            // SAFETY: `j + 8 <= n + PAD <= len` of both slices (the caller's contract): lanes
+            // past `n` read the next word's or the padding's entries, which the compare's mask
+            // drops.
+            let (take, m) = unsafe {
+                (
+                    _mm512_loadu_epi64(takes.as_ptr().add(j) as *const i64),
+                    _mm512_loadu_epi64(meta.as_ptr().add(j) as *const i64),
+                )
+            };
+            let k = _mm512_and_si512(_mm512_srli_epi64::<META_INDEX>(m), index);
+            let mut x = _mm512_add_epi64(first, _mm512_mullo_epi64(k, g));
             x = _mm512_mullo_epi64(_mm512_xor_si512(x, _mm512_srli_epi64::<30>(x)), c1);
             x = _mm512_mullo_epi64(_mm512_xor_si512(x, _mm512_srli_epi64::<27>(x)), c2);
             x = _mm512_xor_si512(x, _mm512_srli_epi64::<31>(x));
@@ -354,16 +391,8 @@ mod avx512 {
             // Most words: two steps always, no loop (its trip count, one or two, was a
             // mispredicted branch per word).
             let lanes = (1u32 << n) - 1;
-            // SAFETY: `16 <= n + PAD <= padded.len()` (the caller's contract); lanes past `n`
-            // are dropped by the masks.
-            let (t0, t1) = unsafe {
-                (
-                    _mm512_loadu_epi64(padded.as_ptr() as *const i64),
-                    _mm512_loadu_epi64(padded.as_ptr().add(8) as *const i64),
-                )
-            };
-            let p0 = test(ctr, t0, lanes as u8);
-            let p1 = test(_mm512_add_epi64(ctr, step), t1, (lanes >> 8) as u8);
+            let p0 = test(0, lanes as u8);
+            let p1 = test(8, (lanes >> 8) as u8);
             bits[0] = p0 as u64 | (p1 as u64) << 8;
             return;
         }
@@ -377,50 +406,51 @@ mod avx512 {
                 } else {
                     ((1u32 << (n - j)) - 1) as u8
                 };
-                // SAFETY: `j + 8 <= n + PAD <= padded.len()` (the caller's contract): the
-                // lanes past `n` read the next word's or the padding's thresholds, which the
-                // compare's mask drops (a masked load waited for the mask).
-                let take = unsafe { _mm512_loadu_epi64(padded.as_ptr().add(j) as *const i64) };
-                w |= (test(ctr, take, lanes) as u64) << (8 * v);
-                ctr = _mm512_add_epi64(ctr, step);
+                w |= (test(j, lanes) as u64) << (8 * v);
             }
             *word = w;
         }
     }
 
-    /// Appends the ids of a word without UNK edges, walking back from its end through the
-    /// holders `win`; false (nothing written) past 16 tokens. The ids are shifted into a
+    /// Appends the ids of a word of at most 64 edges without UNK edges, walking back from its
+    /// end (whose limit is `n`, all the edges) through the holders found in `bits`, the pass
+    /// bitmap by end; false (nothing written) past 16 tokens. The ids are shifted into a
     /// register from the bottom lane, so they end in order, and leave in one store: the
     /// buffer-and-copy of the portable path reloaded 64 bytes just written by 4-byte stores,
     /// a failed store-to-load forward per word (~6 % of a batch).
     ///
     /// # Safety
-    /// The CPU has AVX-512F.
+    /// The CPU has AVX-512F, BMI2 and LZCNT.
     #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn emit_plain(win: &[u64; 64], len: usize, out: &mut Vec<i32>) -> bool {
+    #[target_feature(enable = "avx512f,bmi2,lzcnt")]
+    pub(super) unsafe fn emit_plain(meta: &[u64], bits: u64, n: usize, out: &mut Vec<i32>) -> bool {
         let mut acc = _mm512_setzero_si512();
         let mut count = 0;
-        let mut t = len;
-        // Four steps without a branch (a word's token count, ~3 on average, made the loop's
-        // exit a mispredicted branch per word); a step past the word's start reads `win[0]`
-        // and keeps everything as it is.
-        for _ in 0..4 {
-            let x = win[t & 63];
-            let live = t > 0;
+        let mut lim = n as u32;
+        // One token: its holder is the highest passing edge below `lim` (one bit scan, one
+        // load); a step at the word's start (`lim == 0`) keeps everything as it is.
+        let step = |lim: u32, acc: __m512i, count: usize| {
+            let live = lim > 0;
+            let below = _bzhi_u64(bits, lim);
+            let j = 63 - below.leading_zeros().min(63) as usize;
+            let x = meta[j];
             let pushed = _mm512_alignr_epi32::<15>(acc, _mm512_set1_epi32((x >> 32) as i32));
-            acc = _mm512_mask_blend_epi32(if live { 0xffff } else { 0 }, acc, pushed);
-            count += live as usize;
-            t = if live { x as usize & 63 } else { 0 };
+            (
+                if live { limit(x) as u32 } else { 0 },
+                _mm512_mask_blend_epi32(if live { 0xffff } else { 0 }, acc, pushed),
+                count + live as usize,
+            )
+        };
+        // Four steps without a branch (a word's token count, ~3 on average, made the loop's
+        // exit a mispredicted branch per word).
+        for _ in 0..4 {
+            (lim, acc, count) = step(lim, acc, count);
         }
-        while t > 0 {
+        while lim > 0 {
             if count == 16 {
                 return false;
             }
-            let x = win[t & 63];
-            acc = _mm512_alignr_epi32::<15>(acc, _mm512_set1_epi32((x >> 32) as i32));
-            count += 1;
-            t = x as usize & 63;
+            (lim, acc, count) = step(lim, acc, count);
         }
         out.reserve(16);
         // SAFETY: `out` has room for 16 more entries (reserved); only `count` are kept.
@@ -442,6 +472,7 @@ impl WordLattices {
         self.draws.clear();
         self.draws.resize(PAD, 0);
         self.meta.clear();
+        self.meta.resize(PAD, 0);
     }
 
     /// Number of cached words.
@@ -487,7 +518,7 @@ impl WordLattices {
         // The full pass keys its draws the same way (`sample::perfect`).
         let mut d = Draws::new(rng);
         let ok = match !self.scalar && vector_draws() {
-            // SAFETY: `vector_draws` checked AVX-512F and AVX-512DQ.
+            // SAFETY: `vector_draws` checked AVX-512F, AVX-512DQ, BMI2 and LZCNT.
             #[cfg(target_arch = "x86_64")]
             true => unsafe { self.sample_words_avx512(model, text, &cuts, w, &mut d, out) },
             _ => self.sample_words::<false>(model, text, &cuts, w, &mut d, out),
@@ -506,9 +537,9 @@ impl WordLattices {
     /// [`Self::sample_words`] compiled for AVX-512 (vector draws inlined).
     ///
     /// # Safety
-    /// The CPU has AVX-512F and AVX-512DQ.
+    /// The CPU has AVX-512F, AVX-512DQ, BMI2 and LZCNT.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512dq")]
+    #[target_feature(enable = "avx512f,avx512dq,bmi2,lzcnt")]
     unsafe fn sample_words_avx512(
         &mut self,
         model: &Model,
@@ -534,7 +565,6 @@ impl WordLattices {
         let merge = model.merges_unk() && !model.byte_fallback();
         let unk = model.unk_edge();
         let mut bits = [0u64; BITMAP_WORDS];
-        let mut win = [0u64; 64];
         let mut buf = [0i32; 80];
         let mut prev_unk = false;
         let mut found = [Entry::default(); GROUP];
@@ -569,14 +599,14 @@ impl WordLattices {
                 let word = &text[a..b];
                 let len = word.len();
                 let (o, n) = (e.edges_off as usize, e.edges_len as usize);
-                let (draws, meta) = (&self.draws[o..o + n + PAD], &self.meta[o..o + n]);
-                pass_bits::<VECTOR>(draws, n, *rng, &mut bits);
+                let (takes, meta) = (&self.draws[o..o + n + PAD], &self.meta[o..o + n + PAD]);
+                pass_bits::<VECTOR>(takes, meta, n, *rng, &mut bits);
                 rng.skip(n as u64);
-                holders(meta, &bits, &mut win);
                 #[cfg(target_arch = "x86_64")]
-                if VECTOR && e.plain {
-                    // SAFETY: `VECTOR` code runs only where the CPU has AVX-512F.
-                    if unsafe { avx512::emit_plain(&win, len, out) } {
+                if VECTOR && e.plain && n <= 64 {
+                    // SAFETY: `VECTOR` code runs only where the CPU has AVX-512F, BMI2 and
+                    // LZCNT (`vector_draws`).
+                    if unsafe { avx512::emit_plain(meta, bits[0], n, out) } {
                         prev_unk = false;
                         a = b;
                         continue;
@@ -586,12 +616,12 @@ impl WordLattices {
                     // Ids walking back from the end into a buffer, then one 16-entry copy
                     // (the general loop below cost about as much as the draws).
                     let mut m = 64;
-                    let mut t = len;
-                    while t > 0 {
-                        let x = win[t & 63];
+                    let mut lim = n;
+                    while lim > 0 {
+                        let x = meta[holder(&bits, lim)];
                         m -= 1;
                         buf[m] = (x >> 32) as i32;
-                        t = x as usize & 63;
+                        lim = limit(x);
                     }
                     append(&buf, m, out);
                     prev_unk = false;
@@ -602,18 +632,20 @@ impl WordLattices {
                 // tokens as `viterbi::emit_from_back` does.
                 let first = out.len();
                 let mut t = len;
+                let mut lim = n;
                 let mut next_unk = false;
                 let mut first_unk = false;
                 let mut last_unk = None;
-                while t > 0 {
-                    let x = win[t & 63];
-                    let (s, id) = (x as usize & 63, (x >> 32) as u32);
+                while lim > 0 {
+                    let x = meta[holder(&bits, lim)];
+                    let (s, id) = (start_of(x), (x >> 32) as u32);
                     last_unk.get_or_insert(merge && Some(id) == unk);
                     next_unk = push_token_back(model, id, unk, merge, &word[s..t], next_unk, out);
                     if s == 0 {
                         first_unk = next_unk && merge;
                     }
                     t = s;
+                    lim = limit(x);
                 }
                 out[first..].reverse();
                 if prev_unk && first_unk {
@@ -661,8 +693,8 @@ impl WordLattices {
             reach[pass_index(x)] = WordEdge {
                 take: 0,
                 id: (x >> 32) as u32,
-                start: (x & 63) as u8,
-                end: (x >> 8 & 63) as u8,
+                start: start_of(x) as u8,
+                end: end_of(x) as u8,
             };
         }
         let mut takes = std::mem::take(&mut self.takes);
@@ -670,7 +702,10 @@ impl WordLattices {
         takes.resize(n, 0);
         let edge = |k: usize| (reach[k].start as usize, reach[k].end as usize, reach[k].id);
         sums(n, edge, |k, take| takes[k] = take, &w.w, len);
-        self.draws[o..o + n].copy_from_slice(&takes);
+        // Back by end, as the edges are stored.
+        for (d, &x) in self.draws[o..o + n].iter_mut().zip(&self.meta[o..o + n]) {
+            *d = takes[pass_index(x)];
+        }
         self.takes = takes;
         self.reach = reach;
     }
@@ -737,27 +772,30 @@ impl WordLattices {
         };
         self.keys.extend_from_slice(word);
         if e.ok {
-            // Counting sort by end, pass order kept within an end.
+            // Counting sort by end, pass order kept within an end: `first[t]` edges end
+            // before `t`.
             e.edges_len = reach.len() as u16;
-            let mut next = [0u16; MAX_WORD + 2];
+            let mut first = [0u16; MAX_WORD + 2];
             for x in reach.iter() {
-                next[x.end as usize + 1] += 1;
+                first[x.end as usize + 1] += 1;
             }
             for t in 1..=len + 1 {
-                next[t] += next[t - 1];
+                first[t] += first[t - 1];
             }
+            let mut next = first;
             let o = self.draws.len() - PAD;
             self.draws.resize(o + reach.len() + PAD, 0);
-            self.meta.resize(o + reach.len(), 0);
+            self.meta.resize(o + reach.len() + PAD, 0);
             for (k, x) in reach.iter().enumerate() {
-                let t = x.end as usize;
+                let (s, t) = (x.start as usize, x.end as usize);
                 let j = o + next[t] as usize;
                 next[t] += 1;
-                self.draws[o + k] = x.take;
+                self.draws[j] = x.take;
                 self.meta[j] = (x.id as u64) << 32
+                    | (first[s + 1] as u64) << META_LIM
                     | (k as u64) << META_INDEX
-                    | (t as u64) << 8
-                    | x.start as u64;
+                    | (t as u64) << META_END
+                    | s as u64;
             }
         }
         self.all = all;
@@ -792,12 +830,14 @@ fn append(buf: &[i32; 80], m: usize, out: &mut Vec<i32>) {
     }
 }
 
-/// Whether the CPU runs [`avx512::pass_bits`] (and the SIMD level allows it).
+/// Whether the CPU runs the `avx512` kernels (and the SIMD level allows it).
 fn vector_draws() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         crate::simd::level() == crate::simd::Level::Avx512
             && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("bmi2")
+            && std::arch::is_x86_feature_detected!("lzcnt")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -968,20 +1008,22 @@ mod tests {
     }
 
     /// The vector pass bits equal the portable ones (thresholds at, just below and just above
-    /// the drawn bits, any length up to the limit), and `holders` picks each end's last
-    /// passing edge.
+    /// the drawn bits, any length up to the limit, edges by end with their pass indices
+    /// permuted), each bit is its edge's test, and `holder` finds each end's last passing
+    /// edge from the limit of the end.
     #[test]
     fn pass_bits_agree_and_holders_are_the_last_passing_edges() {
         let mut r = Stream::new(8, 8);
-        for n in [1usize, 7, 8, 9, 63, 64, 65, 200, MAX_WORD_EDGES - 1] {
+        for n in [1usize, 7, 8, 9, 16, 17, 63, 64, 65, 200, MAX_WORD_EDGES - 1] {
             let base = Draws::new(&mut r);
-            // Edges in pass order with their ends (a permutation of a by-end layout); each
-            // end's first edge in pass order always passes.
-            let ends: Vec<u64> = (0..n as u64)
-                .map(|k| 1 + ((k * 7919) % n as u64) * 48 / n as u64)
-                .collect();
-            let takes: Vec<u64> = (0..n)
-                .map(|k| {
+            // Pass order `k` -> an end (1..=48); stored by end, then pass order.
+            let ends: Vec<usize> = (0..n).map(|k| 1 + (k * 7919) % n * 48 / n).collect();
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&k| (ends[k], k));
+            // Each end's first edge in pass order always passes (as `Z = c` there).
+            let takes: Vec<u64> = order
+                .iter()
+                .map(|&k| {
                     let drawn = base.bits_at(k as u64);
                     match r.next_u64() % 4 {
                         _ if !ends[..k].contains(&ends[k]) => (1 << 53) - 1,
@@ -992,49 +1034,66 @@ mod tests {
                     }
                 })
                 .collect();
-            let (mut a, mut b) = ([0u64; BITMAP_WORDS], [0u64; BITMAP_WORDS]);
-            // Padding of thresholds that would pass: the vector lanes past `n` must not count.
+            let lim_at = |t: usize| order.iter().filter(|&&k| ends[k] <= t).count();
+            let mut meta: Vec<u64> = order
+                .iter()
+                .map(|&k| {
+                    (k as u64) << 32
+                        | (lim_at(ends[k] - 1) as u64) << META_LIM
+                        | (k as u64) << META_INDEX
+                        | (ends[k] as u64) << META_END
+                })
+                .collect();
+            // Padding that would pass: the vector lanes past `n` must not count.
             let mut padded = takes.clone();
             padded.extend([(1 << 53) - 1; PAD]);
-            pass_bits::<false>(&padded, n, base, &mut a);
+            meta.extend([0; PAD]);
+            let (mut a, mut b) = ([0u64; BITMAP_WORDS], [0u64; BITMAP_WORDS]);
+            pass_bits::<false>(&padded, &meta, n, base, &mut a);
             if vector_draws() {
                 // SAFETY: checked just above.
-                unsafe { vector_pass_bits(&padded, n, base, &mut b) };
+                unsafe { vector_pass_bits(&padded, &meta, n, base, &mut b) };
             } else {
                 b = a;
             }
             let words = n.div_ceil(64);
             assert_eq!(a[..words], b[..words], "n = {n}");
-            let passes = |k: usize| (a[k / 64] >> (k % 64)) & 1 == 1;
-            for (k, &take) in takes.iter().enumerate() {
-                assert_eq!(passes(k), base.bits_at(k as u64) <= take);
+            let passes = |j: usize| (a[j / 64] >> (j % 64)) & 1 == 1;
+            for (j, &k) in order.iter().enumerate() {
+                assert_eq!(passes(j), base.bits_at(k as u64) <= takes[j], "n = {n}");
+                assert_eq!(pass_index(meta[j]), k);
+                assert_eq!(end_of(meta[j]), ends[k]);
             }
-            // By end, then pass order, as `insert` stores them.
-            let mut order: Vec<usize> = (0..n).collect();
-            order.sort_by_key(|&k| (ends[k], k));
-            let meta: Vec<u64> = order
-                .iter()
-                .map(|&k| (k as u64) << 32 | (k as u64) << META_INDEX | ends[k] << 8)
-                .collect();
-            let mut win = [u64::MAX; 64];
-            holders(&meta, &a, &mut win);
-            for t in 1..=48u64 {
-                let want = (0..n).rev().find(|&k| ends[k] == t && passes(k));
-                let got = (win[t as usize] != u64::MAX).then(|| (win[t as usize] >> 32) as usize);
-                assert_eq!(want, got, "n = {n}, t = {t}");
+            for t in 1..=48usize {
+                let want = (0..n).rev().find(|&j| ends[order[j]] == t && passes(j));
+                if let Some(j) = want {
+                    assert_eq!(holder(&a, lim_at(t)), j, "n = {n}, t = {t}");
+                }
             }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn vector_pass_bits(p: &[u64], n: usize, base: Draws, bits: &mut [u64; BITMAP_WORDS]) {
-        pass_bits::<true>(p, n, base, bits)
+    unsafe fn vector_pass_bits(
+        t: &[u64],
+        m: &[u64],
+        n: usize,
+        base: Draws,
+        bits: &mut [u64; BITMAP_WORDS],
+    ) {
+        pass_bits::<true>(t, m, n, base, bits)
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn vector_pass_bits(p: &[u64], n: usize, base: Draws, bits: &mut [u64; BITMAP_WORDS]) {
-        pass_bits::<false>(p, n, base, bits)
+    unsafe fn vector_pass_bits(
+        t: &[u64],
+        m: &[u64],
+        n: usize,
+        base: Draws,
+        bits: &mut [u64; BITMAP_WORDS],
+    ) {
+        pass_bits::<false>(t, m, n, base, bits)
     }
 
     /// Sums pushed out of range inside long words (the in-word rescaling path), and words at
