@@ -154,21 +154,75 @@ fn threshold(c: f64, z: f64) -> u64 {
     k
 }
 
+/// A cached word, in 16 bytes: four to a cache line, as the lookups' loads are the sampler's
+/// largest cost (with a 32-byte entry holding α itself, the entries of botchan's 9.2k words
+/// took 290 KiB beside the edges' 1.3 MiB).
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    /// α (bits) the edges' thresholds were computed for.
-    alpha: u64,
     /// High half of the word's hash.
     hash: u32,
     key_off: u32,
     edges_off: u32,
-    edges_len: u16,
-    key_len: u8,
-    /// The word can be drawn from the cache: its end is reachable (else the line has no
-    /// segmentation through it) and it fits the storage (edges, labels).
-    ok: bool,
-    /// No cached edge is an UNK edge: its ids are emitted as they are.
-    plain: bool,
+    /// `edges_len | key_len << 10 | ok << 16 | plain << 17 | α generation << 18`; `ok`: the
+    /// word can be drawn from the cache (its end is reachable, else the line has no
+    /// segmentation through it, and it fits the storage); `plain`: no cached edge is an UNK
+    /// edge (its ids are emitted as they are); the α generation: the cache's α count when
+    /// the thresholds were computed.
+    packed: u32,
+}
+
+/// α generations before the cache is cleared (the entry's 14 bits).
+const ALPHA_GENS: u32 = 1 << 14;
+const _: () = assert!(MAX_WORD < 64 && MAX_WORD_EDGES <= 1 << 10);
+
+impl Entry {
+    fn new(hash: u32, key_off: u32, key_len: usize, edges_off: u32, ok: bool, plain: bool) -> Self {
+        Entry {
+            hash,
+            key_off,
+            edges_off,
+            packed: (key_len as u32) << 10 | (ok as u32) << 16 | (plain as u32) << 17,
+        }
+    }
+
+    #[inline(always)]
+    fn edges_len(self) -> usize {
+        (self.packed & 0x3ff) as usize
+    }
+
+    #[inline(always)]
+    fn key_len(self) -> usize {
+        (self.packed >> 10 & 63) as usize
+    }
+
+    #[inline(always)]
+    fn ok(self) -> bool {
+        self.packed >> 16 & 1 != 0
+    }
+
+    #[inline(always)]
+    fn plain(self) -> bool {
+        self.packed >> 17 & 1 != 0
+    }
+
+    #[inline(always)]
+    fn alpha_gen(self) -> u32 {
+        self.packed >> 18
+    }
+
+    fn with_alpha_gen(self, g: u32) -> Self {
+        Entry {
+            packed: self.packed & ((1 << 18) - 1) | g << 18,
+            ..self
+        }
+    }
+
+    fn with_edges_len(self, n: usize) -> Self {
+        Entry {
+            packed: self.packed & !0x3ff | n as u32,
+            ..self
+        }
+    }
 }
 
 /// Counters for tuning and tests.
@@ -196,6 +250,10 @@ pub struct WordLattices {
     pub stats: Stats,
     /// Incremented by every clear.
     generation: u64,
+    /// The α (bits) of the last draw, and its generation (entries whose thresholds were
+    /// computed for another α carry another).
+    alpha: Option<u64>,
+    alpha_gen: u32,
     cuts: Vec<u32>,
     /// Tests: take the portable pass-bit loop even where AVX-512 is present.
     scalar: bool,
@@ -507,6 +565,16 @@ impl WordLattices {
             self.clear();
             self.uid = model.uid();
         }
+        if self.alpha != Some(w.alpha.to_bits()) {
+            // A new α: every entry's thresholds are stale (refreshed when next drawn).
+            self.alpha = Some(w.alpha.to_bits());
+            self.alpha_gen += 1;
+            if self.alpha_gen == ALPHA_GENS {
+                // Generations would repeat: start afresh.
+                self.clear();
+                self.alpha_gen = 0;
+            }
+        }
         let mut cuts = std::mem::take(&mut self.cuts);
         if !word_ends(text, &mut cuts) {
             self.cuts = cuts;
@@ -576,34 +644,37 @@ impl WordLattices {
             // group always fits in an empty cache).
             loop {
                 let generation = self.generation;
+                let misses = self.stats.misses;
                 let mut x = a;
                 for (f, &b) in found.iter_mut().zip(group) {
                     *f = self.find_or_insert(model, &text[x..b as usize], w);
                     // Ask for the word's draw data now: it is read a group later.
-                    let (o, n) = (f.edges_off as usize, f.edges_len as usize);
+                    let (o, n) = (f.edges_off as usize, f.edges_len());
                     prefetch(&self.draws, o);
                     prefetch(&self.draws, o + n.saturating_sub(1));
                     prefetch(&self.meta, o);
                     prefetch(&self.meta, o + n.saturating_sub(1));
                     x = b as usize;
                 }
+                // Counted here, not per word (a read-modify-write in memory per word).
+                self.stats.hits += (group.len() as u64) - (self.stats.misses - misses);
                 if generation == self.generation {
                     break;
                 }
             }
-            if found[..group.len()].iter().any(|e| !e.ok) {
+            if found[..group.len()].iter().any(|e| !e.ok()) {
                 return false;
             }
             for (e, &b) in found.iter().zip(group) {
                 let b = b as usize;
                 let word = &text[a..b];
                 let len = word.len();
-                let (o, n) = (e.edges_off as usize, e.edges_len as usize);
+                let (o, n) = (e.edges_off as usize, e.edges_len());
                 let (takes, meta) = (&self.draws[o..o + n + PAD], &self.meta[o..o + n + PAD]);
                 pass_bits::<VECTOR>(takes, meta, n, *rng, &mut bits);
                 rng.skip(n as u64);
                 #[cfg(target_arch = "x86_64")]
-                if VECTOR && e.plain && n <= 64 {
+                if VECTOR && e.plain() && n <= 64 {
                     // SAFETY: `VECTOR` code runs only where the CPU has AVX-512F, BMI2 and
                     // LZCNT (`vector_draws`).
                     if unsafe { avx512::emit_plain(meta, bits[0], n, out) } {
@@ -612,7 +683,7 @@ impl WordLattices {
                         continue;
                     }
                 }
-                if e.plain {
+                if e.plain() {
                     // Ids walking back from the end into a buffer, then one 16-entry copy
                     // (the general loop below cost about as much as the draws).
                     let mut m = 64;
@@ -665,12 +736,11 @@ impl WordLattices {
     fn find_or_insert(&mut self, model: &Model, word: &[u8], w: &Weights) -> Entry {
         match self.lookup(word) {
             Some(i) => {
-                self.stats.hits += 1;
                 let e = self.entries[i];
-                if e.ok && e.alpha != w.alpha.to_bits() {
+                if e.ok() && e.alpha_gen() != self.alpha_gen {
                     self.stats.refreshed += 1;
                     self.refresh(e, word.len(), w);
-                    self.entries[i].alpha = w.alpha.to_bits();
+                    self.entries[i] = e.with_alpha_gen(self.alpha_gen);
                 }
                 e
             }
@@ -685,7 +755,7 @@ impl WordLattices {
     /// index), the sums over them, the thresholds written back in place.
     #[cold]
     fn refresh(&mut self, e: Entry, len: usize, w: &Weights) {
-        let (o, n) = (e.edges_off as usize, e.edges_len as usize);
+        let (o, n) = (e.edges_off as usize, e.edges_len());
         let mut reach = std::mem::take(&mut self.reach);
         reach.clear();
         reach.resize(n, WordEdge::default());
@@ -719,7 +789,7 @@ impl WordLattices {
         self.index
             .find_word(hi, word, |x| {
                 let e = &entries[x as usize];
-                (e.hash, &keys[e.key_off as usize..][..e.key_len as usize])
+                (e.hash, &keys[e.key_off as usize..][..e.key_len()])
             })
             .map(|x| x as usize)
     }
@@ -760,21 +830,20 @@ impl WordLattices {
         }
         let fits = reach.len() < MAX_WORD_EDGES;
         let h = hash(word);
-        let mut e = Entry {
-            alpha: w.alpha.to_bits(),
-            hash: (h >> 32) as u32,
-            key_off: self.keys.len() as u32,
-            key_len: len as u8,
-            edges_off: (self.draws.len() - PAD) as u32,
-            edges_len: 0,
-            ok: reached && fits,
-            plain: reach.iter().all(|x| Some(x.id) != model.unk_edge()),
-        };
+        let mut e = Entry::new(
+            (h >> 32) as u32,
+            self.keys.len() as u32,
+            len,
+            (self.draws.len() - PAD) as u32,
+            reached && fits,
+            reach.iter().all(|x| Some(x.id) != model.unk_edge()),
+        )
+        .with_alpha_gen(self.alpha_gen);
         self.keys.extend_from_slice(word);
-        if e.ok {
+        if e.ok() {
             // Counting sort by end, pass order kept within an end: `first[t]` edges end
             // before `t`.
-            e.edges_len = reach.len() as u16;
+            e = e.with_edges_len(reach.len());
             let mut first = [0u16; MAX_WORD + 2];
             for x in reach.iter() {
                 first[x.end as usize + 1] += 1;
