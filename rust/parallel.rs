@@ -109,6 +109,15 @@ pub fn run<R: Send>(
     Ok(pool(threads)?.install(|| f(true)))
 }
 
+/// Runs `f` on the calling thread with a scope whose spawned jobs run on the pool of
+/// `threads` threads (at least 2; see [`effective_threads`]): for a caller that consumes the
+/// jobs' results as they finish (the batch binding builds each finished chunk's arrays while
+/// the pool encodes the next ones). Every spawned job has finished when this returns.
+pub fn in_place_scope<'s, R>(threads: usize, f: impl FnOnce(&rayon::Scope<'s>) -> R) -> Result<R> {
+    let threads = resolve_threads(Some(threads.max(2)))?;
+    Ok(pool(threads)?.in_place_scope(f))
+}
+
 /// `f(0), …, f(n - 1)` in index order; on the current pool when `par`, else on this thread.
 pub fn map<R: Send>(par: bool, n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
     if par {
@@ -162,6 +171,27 @@ mod tests {
         assert_eq!(n, 3);
         let s: u64 = run(Some(2), 1000, |_| (0..1000u64).into_par_iter().sum()).unwrap();
         assert_eq!(s, 999 * 1000 / 2);
+    }
+
+    /// The scope's body runs on the calling thread, its jobs on the pool, all finished at
+    /// the end.
+    #[test]
+    fn in_place_scope_runs_jobs_on_the_pool() {
+        let main = std::thread::current().id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done = in_place_scope(2, |s| {
+            for k in 0..16 {
+                let tx = tx.clone();
+                s.spawn(move |_| tx.send((k, std::thread::current().id())).unwrap());
+            }
+            assert_eq!(std::thread::current().id(), main);
+            (0..16).map(|_| rx.recv().unwrap()).collect::<Vec<_>>()
+        })
+        .unwrap();
+        assert!(done.iter().all(|(_, t)| *t != main));
+        let mut ks: Vec<_> = done.iter().map(|(k, _)| *k).collect();
+        ks.sort();
+        assert_eq!(ks, (0..16).collect::<Vec<_>>());
     }
 
     #[test]

@@ -329,6 +329,39 @@ def test_batch_determinism_threads_splits_pickle():
     assert r1 != r2
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batch_list_equals_flat_on_any_thread_count(threads):
+    # Enough items for many chunks: the list form fills its slots chunk by chunk as the pool
+    # finishes them, in any order.
+    m = Unigram.from_pieces(RICH)
+    texts = [("ab" * (i % 7)) + "a" * (i % 3) for i in range(1000)]
+    for kw in (dict(), dict(alpha=0.5, seed=3), dict(alpha=0.5, seed=3, method="ffbs")):
+        ids, off = m.encode_batch(texts, flat=True, num_threads=1, **kw)
+        got = m.encode_batch(texts, num_threads=threads, **kw)
+        assert len(got) == len(texts)
+        assert [x.tolist() for x in got] == [ids[off[i]:off[i + 1]].tolist() for i in range(len(texts))]
+        assert all(x.dtype == np.int32 and x.ndim == 1 for x in got)
+    # The items are disjoint views: writing into one changes no other.
+    got = m.encode_batch(texts, num_threads=threads)
+    before = [x.copy() for x in got]
+    got[5][:] = -1
+    assert all((g == b).all() for i, (g, b) in enumerate(zip(got, before)) if i != 5)
+    assert m.encode_batch([], num_threads=threads) == []
+
+
+def test_batch_list_error_names_the_first_bad_item():
+    # Bad items in several chunks: the lowest index is reported, whatever chunk finishes first.
+    m = Unigram.from_pieces(RICH)
+    texts = ["ab"] * 1000
+    texts[700] = b"\xff\xfe"
+    texts[300] = b"\xc3"
+    for threads in (1, 2, 3):
+        with pytest.raises(ValueError, match=r"texts\[300\]"):
+            m.encode_batch(texts, num_threads=threads)
+        with pytest.raises(TypeError, match=r"texts\[2\]"):
+            m.encode_batch(["a", "b", 3], num_threads=threads)
+
+
 @pytest.mark.parametrize("ctx", ["fork", "spawn"])
 def test_batch_in_worker_processes(ctx):
     if ctx not in mp.get_all_start_methods():

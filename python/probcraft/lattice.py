@@ -259,6 +259,9 @@ class Unigram:
         ([2, 1, 0], [0, 1, 3, 3])
         """
         kw = dict(alpha=alpha, seed=seed, num_threads=num_threads, method=method)
+        if indices is None and not flat and not arrow:
+            # Each finished chunk's arrays are made while the pool encodes the next chunks.
+            return self._m.encode_batch_list(texts, stream_offset=stream_offset, **kw)
         if indices is None:
             ids, offsets = self._m.encode_batch_flat(texts, stream_offset=stream_offset, **kw)
         else:
@@ -269,7 +272,8 @@ class Unigram:
             return from_flat(ids, offsets, large=arrow == "large")
         if flat:
             return ids, offsets
-        return [ids[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        bounds = offsets.tolist()  # Python ints: no numpy scalar per slice bound
+        return [ids[a:b] for a, b in zip(bounds, bounds[1:])]
 
     def _encode_indexed(
         self, texts: Sequence[Text], indices: Sequence[int], kw: dict[str, Any]

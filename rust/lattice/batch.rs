@@ -181,6 +181,37 @@ pub fn segment(
     }
 }
 
+/// Items per chunk of a parallel batch of `n` items on `threads` threads: several chunks per
+/// thread, for balance.
+pub fn chunk_len(n: usize, threads: usize) -> usize {
+    n.div_ceil(threads.max(1) * 8).max(1)
+}
+
+/// Encodes `items`, the batch's items from index `first` on, with this thread's workspace:
+/// their ids in one buffer, and each item's end in it (relative to the chunk).
+pub fn encode_chunk<T>(
+    model: &Model,
+    items: &[T],
+    first: usize,
+    input: impl Fn(&T) -> Input<'_>,
+    mode: Mode,
+    seed: u64,
+    stream_offset: u64,
+) -> Result<(Vec<i32>, Vec<i64>)> {
+    with_workspace(|ws| {
+        let mut ids = Vec::new();
+        let mut ends = Vec::with_capacity(items.len());
+        for (j, t) in items.iter().enumerate() {
+            let i = first + j;
+            let mut rng = item_stream(mode, seed, stream_offset, i);
+            encode_input(model, input(t), mode, &mut rng, ws, &mut ids)
+                .map_err(|e| at_item(e, i))?;
+            ends.push(ids.len() as i64);
+        }
+        Ok((ids, ends))
+    })
+}
+
 /// Encodes one raw text to ids.
 pub fn encode(
     model: &Model,
@@ -384,22 +415,11 @@ fn encode_batch_with<T: Sync>(
     // Contiguous chunks, several per thread for balance: each chunk writes one flat buffer
     // with its thread's reusable workspace (no vector per item), and the serial tail only
     // concatenates a few dozen buffers.
-    let chunk = texts.len().div_ceil(threads * 8).max(1);
+    let chunk = chunk_len(texts.len(), threads);
     let parts: Vec<(Vec<i32>, Vec<i64>)> = parallel::run(num_threads, texts.len(), |par| {
         parallel::map(par, texts.len().div_ceil(chunk), |c| {
             let items = &texts[c * chunk..((c + 1) * chunk).min(texts.len())];
-            with_workspace(|ws| {
-                let mut ids = Vec::new();
-                let mut ends = Vec::with_capacity(items.len());
-                for (j, t) in items.iter().enumerate() {
-                    let i = c * chunk + j;
-                    let mut rng = item_stream(mode, seed, stream_offset, i);
-                    encode_input(model, input(t), mode, &mut rng, ws, &mut ids)
-                        .map_err(|e| at_item(e, i))?;
-                    ends.push(ids.len() as i64);
-                }
-                Ok((ids, ends))
-            })
+            encode_chunk(model, items, c * chunk, &input, mode, seed, stream_offset)
         })
         .into_iter()
         .collect::<Result<Vec<_>>>()
