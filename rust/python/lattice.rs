@@ -46,7 +46,7 @@ fn nbest_list<'py>(py: Python<'py>, out: &nbest::NBestIds) -> PyResult<Bound<'py
     let n = out.len();
     let list = new_list(py, n)?;
     for i in 0..n {
-        let view = views.view(out.offsets[i] as usize, out.offsets[i + 1] as usize)?;
+        let view = views.view(out.offsets[i], out.offsets[i + 1])?;
         let score = PyFloat::new(py, out.scores[i]);
         // `PyObject_GC_UnTrack`: the tuple holds an ndarray and a float, neither of which the
         // cycle collector tracks, so it can never be part of a reference cycle, and
