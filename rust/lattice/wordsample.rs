@@ -94,8 +94,8 @@
 
 use super::model::{Model, Weights};
 use super::viterbi::push_token_back;
-use super::wordcache::{word_ends, WordIndex, MAX_WORD};
-use crate::rng::{mix64, Draws, Stream, GOLDEN};
+use super::wordcache::{word_ends, word_hash, WordIndex, MAX_WORD};
+use crate::rng::{Draws, Stream};
 
 /// Words looked up together before their draws (see `sample_words`).
 const GROUP: usize = 32;
@@ -343,45 +343,6 @@ fn end_of(x: u64) -> usize {
     (x >> META_END) as usize & 63
 }
 
-/// Per-lane constants of [`word_hash`] (xor keys, odd multipliers).
-const LANE_KEY: [u64; 8] = [
-    0x243F_6A88_85A3_08D3,
-    0x1319_8A2E_0370_7344,
-    0xA409_3822_299F_31D0,
-    0x082E_FA98_EC4E_6C89,
-    0x4528_21E6_38D0_1377,
-    0xBE54_66CF_34E9_0C6C,
-    0xC0AC_29B7_C97C_50DD,
-    0x3F84_D5B5_B547_0917,
-];
-const LANE_MUL: [u64; 8] = [
-    0x9E37_79B9_7F4A_7C15,
-    0xBF58_476D_1CE4_E5B9,
-    0x94D0_49BB_1331_11EB,
-    0xD6E8_FEB8_6659_FD93,
-    0xA076_1D64_78BD_642F,
-    0xE703_7ED1_A0B4_28DB,
-    0x8EBC_6AF0_9C88_C6E3,
-    0x5899_65CC_7537_4CC3,
-];
-
-/// The sampler's word hash: the word (at most `MAX_WORD < 64` bytes) zero-padded to eight
-/// little-endian lanes, `Σ (lane_i ^ key_i)·mul_i`, then SplitMix64's mixer with the length.
-/// The AVX-512 path computes it from one masked load and one multiply
-/// ([`avx512::word_lanes`]), keeps the lanes for the key comparison, and branches on
-/// nothing: the byte-wise hash and comparison branched on the length's classes, and every
-/// mispredicted branch there flushed the later lookups of the group the core had started.
-fn word_hash(word: &[u8]) -> u64 {
-    let mut b = [0u8; 64];
-    b[..word.len()].copy_from_slice(word);
-    let mut h = 0u64;
-    for (i, lane) in b.chunks_exact(8).enumerate() {
-        let x = u64::from_le_bytes(lane.try_into().unwrap());
-        h = h.wrapping_add((x ^ LANE_KEY[i]).wrapping_mul(LANE_MUL[i]));
-    }
-    mix64(h ^ (word.len() as u64).wrapping_mul(GOLDEN))
-}
-
 /// Sets bit `j` of `bits` (whole words: `bits[..ceil(n/64)]` is overwritten) when edge `j`
 /// (by end) passes: it takes the text's draw `base + pass_index(meta[j])`
 /// (`Draws::bits_at`), and passes when those 53 bits are at most its threshold `takes[j]` —
@@ -439,50 +400,9 @@ fn holder(bits: &[u64; BITMAP_WORDS], lim: usize) -> usize {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{limit, BITMAP_WORDS, LANE_KEY, LANE_MUL, MAX_WORD, MAX_WORD_EDGES, META_INDEX};
-    use crate::rng::{mix64, GOLDEN, MIX1, MIX2};
+    use super::{limit, BITMAP_WORDS, MAX_WORD_EDGES, META_INDEX};
+    use crate::rng::{GOLDEN, MIX1, MIX2};
     use std::arch::x86_64::*;
-
-    /// The word's bytes, zero past its end (at most `MAX_WORD`), and its
-    /// [`super::word_hash`]. The masked load reads only the word's own bytes.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F, AVX-512BW, AVX-512DQ and BMI2.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,bmi2")]
-    pub(super) unsafe fn word_lanes(word: &[u8]) -> (__m512i, u64) {
-        let n = word.len();
-        assert!(n <= MAX_WORD);
-        // SAFETY: the mask covers the word's `n` bytes only (masked-off bytes are not read);
-        // the constants are eight lanes each.
-        let (w, key, mul) = unsafe {
-            (
-                _mm512_maskz_loadu_epi8(_bzhi_u64(u64::MAX, n as u32), word.as_ptr() as *const i8),
-                _mm512_loadu_si512(LANE_KEY.as_ptr() as *const _),
-                _mm512_loadu_si512(LANE_MUL.as_ptr() as *const _),
-            )
-        };
-        let h = _mm512_reduce_add_epi64(_mm512_mullo_epi64(_mm512_xor_si512(w, key), mul));
-        (w, mix64(h as u64 ^ (n as u64).wrapping_mul(GOLDEN)))
-    }
-
-    /// Whether `key` equals the word whose lanes are `w` (`key.len()` its length).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F, AVX-512BW and BMI2.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,bmi2")]
-    pub(super) unsafe fn same_word(w: __m512i, key: &[u8]) -> bool {
-        assert!(key.len() <= MAX_WORD);
-        // SAFETY: the mask covers the key's own bytes only (masked-off bytes are not read).
-        let k = unsafe {
-            _mm512_maskz_loadu_epi8(
-                _bzhi_u64(u64::MAX, key.len() as u32),
-                key.as_ptr() as *const i8,
-            )
-        };
-        _mm512_cmpneq_epi8_mask(w, k) == 0
-    }
 
     /// [`super::pass_bits`], eight edges per step: each edge's counter from its pass index
     /// (one 64-bit multiply), SplitMix64's mixer on eight counters (two more, AVX-512DQ) and
@@ -870,25 +790,8 @@ impl WordLattices {
     #[inline(always)]
     fn lookup<const VECTOR: bool>(&self, word: &[u8]) -> Option<usize> {
         let (entries, keys) = (&self.entries, &self.keys);
-        #[cfg(target_arch = "x86_64")]
-        if VECTOR {
-            // SAFETY: `VECTOR` code runs only where the CPU has AVX-512F, BW, DQ and BMI2
-            // (`vector_draws`).
-            let (w, h) = unsafe { avx512::word_lanes(word) };
-            let (hi, n) = ((h >> 32) as u32, word.len());
-            return self
-                .index
-                .find(hi, |x| {
-                    let e = &entries[x as usize];
-                    let key = &keys[e.key_off as usize..][..e.key_len()];
-                    // SAFETY: as above.
-                    e.hash == hi && e.key_len() == n && unsafe { avx512::same_word(w, key) }
-                })
-                .map(|x| x as usize);
-        }
-        let hi = (word_hash(word) >> 32) as u32;
         self.index
-            .find_word(hi, word, |x| {
+            .find_key::<VECTOR>(word, |x| {
                 let e = &entries[x as usize];
                 (e.hash, &keys[e.key_off as usize..][..e.key_len()])
             })
@@ -1004,11 +907,7 @@ fn append(buf: &[i32; 80], m: usize, out: &mut Vec<i32>) {
 fn vector_draws() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        crate::simd::level() == crate::simd::Level::Avx512
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("bmi2")
-            && std::arch::is_x86_feature_detected!("lzcnt")
+        super::wordcache::vector_lookups() && std::arch::is_x86_feature_detected!("lzcnt")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -1265,51 +1164,6 @@ mod tests {
         bits: &mut [u64; BITMAP_WORDS],
     ) {
         pass_bits::<false>(t, m, n, base, bits)
-    }
-
-    /// The vector word hash equals the portable one at every length (NUL bytes included),
-    /// and the vector comparison tells a key from the same bytes with one changed.
-    #[test]
-    fn vector_word_hash_and_comparison_agree() {
-        let mut r = Stream::new(9, 9);
-        let mut seen = std::collections::HashSet::new();
-        for n in 0..=MAX_WORD {
-            for round in 0..50 {
-                let word: Vec<u8> = (0..n)
-                    .map(|_| {
-                        if round % 5 == 0 {
-                            0
-                        } else {
-                            r.next_u64() as u8
-                        }
-                    })
-                    .collect();
-                let h = word_hash(&word);
-                seen.insert(h);
-                if !vector_draws() {
-                    continue;
-                }
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `vector_draws` checked the features.
-                unsafe {
-                    let (w, hv) = avx512::word_lanes(&word);
-                    assert_eq!(hv, h, "n = {n}");
-                    assert!(avx512::same_word(w, &word));
-                    if n > 0 {
-                        let mut other = word.clone();
-                        let k = r.below(n as u64) as usize;
-                        other[k] ^= 1 << r.below(8);
-                        assert!(!avx512::same_word(w, &other));
-                        assert!(!avx512::same_word(w, &word[..n - 1]) || word[n - 1] == 0);
-                    }
-                }
-            }
-        }
-        // Lengths are hashed: all-zero words of every length differ.
-        let zeros: std::collections::HashSet<u64> =
-            (0..=MAX_WORD).map(|n| word_hash(&vec![0; n])).collect();
-        assert_eq!(zeros.len(), MAX_WORD + 1);
-        assert!(seen.len() > 40 * (MAX_WORD + 1));
     }
 
     /// Sums pushed out of range inside long words (the in-word rescaling path), and words at
