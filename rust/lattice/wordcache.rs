@@ -187,6 +187,7 @@ pub(crate) fn vector_lookups() -> bool {
         crate::simd::level() == crate::simd::Level::Avx512
             && std::arch::is_x86_feature_detected!("avx512dq")
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("bmi2")
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -239,6 +240,19 @@ pub(crate) mod lanes {
             )
         };
         _mm512_cmpneq_epi8_mask(w, k) == 0
+    }
+
+    /// Whether the first 16 bytes of the word whose lanes are `w` equal `head` (a key's first
+    /// bytes, zero past its end, kept in its cache entry: no load from the key store).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, AVX-512BW and AVX-512VL.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(crate) unsafe fn same_head(w: __m512i, head: &[u8; 16]) -> bool {
+        // SAFETY: `head` is 16 bytes.
+        let h = unsafe { _mm_loadu_si128(head.as_ptr() as *const __m128i) };
+        _mm_cmpneq_epi8_mask(_mm512_castsi512_si128(w), h) == 0
     }
 }
 
@@ -406,7 +420,7 @@ impl WordCache {
             return false;
         }
         let r = match !self.scalar && vector_lookups() {
-            // SAFETY: `vector_lookups` checked AVX-512F, BW and DQ, and BMI2.
+            // SAFETY: `vector_lookups` checked AVX-512F, BW, DQ and VL, and BMI2.
             #[cfg(target_arch = "x86_64")]
             true => unsafe { self.encode_words_avx512(model, text, &cuts, out) },
             _ => self.encode_words::<false>(model, text, &cuts, out),
@@ -695,6 +709,14 @@ mod tests {
                     let (w, hv) = lanes::word_lanes(&word);
                     assert_eq!(hv, h, "n = {n}");
                     assert!(lanes::same_word(w, &word));
+                    let mut head = [0u8; 16];
+                    head[..n.min(16)].copy_from_slice(&word[..n.min(16)]);
+                    assert!(lanes::same_head(w, &head));
+                    if n > 0 {
+                        let k = r.below(n.min(16) as u64) as usize;
+                        head[k] ^= 0x80;
+                        assert!(!lanes::same_head(w, &head));
+                    }
                     if n > 0 {
                         let mut other = word.clone();
                         let k = r.below(n as u64) as usize;
