@@ -315,14 +315,17 @@ fn sums(
 const MAX_WORD_EDGES: usize = 1 << 10;
 /// Words of a word's pass bitmap (one bit per edge, by end).
 const BITMAP_WORDS: usize = MAX_WORD_EDGES / 64;
-/// A cached edge's `meta` word: `label << 32 | limit << META_LIM | pass index << META_INDEX |
-/// end << META_END | start`. Edges are stored by end (then pass order); the pass index is the
-/// edge's place among the word's edges in pass order (which draw it takes), and the limit is
-/// the number of the word's edges ending at or before its start (where the walk back looks
-/// for the holder of that start).
-const META_END: u32 = 6;
-const META_INDEX: u32 = 12;
-const META_LIM: u32 = 22;
+/// A cached edge's `meta` word: `limit << META_LIM | pass index << META_INDEX | end << META_END
+/// | start << META_START | label`. Edges are stored by end (then pass order); the pass index is
+/// the edge's place among the word's edges in pass order (which draw it takes), and the limit
+/// is the number of the word's edges ending at or before its start (where the walk back looks
+/// for the holder of that start). The label is the low half (a token's id is the word as it
+/// is) and the limit the top bits (one shift): both sit on the walk back's chain.
+const META_START: u32 = 32;
+const META_END: u32 = 38;
+const META_INDEX: u32 = 44;
+const META_LIM: u32 = 54;
+const _: () = assert!(MAX_WORD_EDGES == 1 << (64 - META_LIM));
 /// Zeros kept after the last word's thresholds and edges, so that vector loads (two of eight
 /// lanes at least) never need a mask.
 const PAD: usize = 15;
@@ -336,12 +339,18 @@ fn pass_index(x: u64) -> usize {
 /// The limit of a `meta` word: its start's holder is the last passing edge below it.
 #[inline(always)]
 fn limit(x: u64) -> usize {
-    (x >> META_LIM) as usize & (MAX_WORD_EDGES - 1)
+    (x >> META_LIM) as usize
 }
 
 #[inline(always)]
 fn start_of(x: u64) -> usize {
-    x as usize & 63
+    (x >> META_START) as usize & 63
+}
+
+/// The label (piece id or UNK label) of a `meta` word.
+#[inline(always)]
+fn label(x: u64) -> u32 {
+    x as u32
 }
 
 #[inline(always)]
@@ -492,15 +501,16 @@ mod avx512 {
         let mut count = 0;
         let mut lim = n as u32;
         // One token: its holder is the highest passing edge below `lim` (one bit scan, one
-        // load); a step at the word's start (`lim == 0`) keeps everything as it is.
+        // load); a step at the word's start (`lim == 0`) keeps everything as it is. There the
+        // scan finds bit 0 (the `| 1`, which never moves a highest bit), edge 0 by end, whose
+        // start is the word's start (the first end is reached from 0 only): its limit is 0.
         let step = |lim: u32, acc: __m512i, count: usize| {
             let live = lim > 0;
-            let below = _bzhi_u64(bits, lim);
-            let j = 63 - below.leading_zeros().min(63) as usize;
+            let j = (63 ^ (_bzhi_u64(bits, lim) | 1).leading_zeros()) as usize;
             let x = meta[j];
-            let pushed = _mm512_alignr_epi32::<15>(acc, _mm512_set1_epi32((x >> 32) as i32));
+            let pushed = _mm512_alignr_epi32::<15>(acc, _mm512_set1_epi32(x as i32));
             (
-                if live { limit(x) as u32 } else { 0 },
+                limit(x) as u32,
                 _mm512_mask_blend_epi32(if live { 0xffff } else { 0 }, acc, pushed),
                 count + live as usize,
             )
@@ -697,7 +707,7 @@ impl WordLattices {
                     while lim > 0 {
                         let x = meta[holder(&bits, lim)];
                         m -= 1;
-                        buf[m] = (x >> 32) as i32;
+                        buf[m] = label(x) as i32;
                         lim = limit(x);
                     }
                     append(&buf, m, out);
@@ -715,7 +725,7 @@ impl WordLattices {
                 let mut last_unk = None;
                 while lim > 0 {
                     let x = meta[holder(&bits, lim)];
-                    let (s, id) = (start_of(x), (x >> 32) as u32);
+                    let (s, id) = (start_of(x), label(x));
                     last_unk.get_or_insert(merge && Some(id) == unk);
                     next_unk = push_token_back(model, id, unk, merge, &word[s..t], next_unk, out);
                     if s == 0 {
@@ -773,7 +783,7 @@ impl WordLattices {
         for &x in &self.meta[o..o + n] {
             reach[pass_index(x)] = WordEdge {
                 take: 0,
-                id: (x >> 32) as u32,
+                id: label(x),
                 start: start_of(x) as u8,
                 end: end_of(x) as u8,
             };
@@ -890,12 +900,15 @@ impl WordLattices {
                 let j = o + next[t] as usize;
                 next[t] += 1;
                 self.draws[j] = x.take;
-                self.meta[j] = (x.id as u64) << 32
-                    | (first[s + 1] as u64) << META_LIM
+                self.meta[j] = (first[s + 1] as u64) << META_LIM
                     | (k as u64) << META_INDEX
                     | (t as u64) << META_END
-                    | s as u64;
+                    | (s as u64) << META_START
+                    | x.id as u64;
             }
+            // The walk back's dead steps rely on it (`avx512::emit_plain`): the first edge by
+            // end starts at the word's start, so its limit is 0.
+            assert_eq!(limit(self.meta[o]), 0);
         }
         self.all = all;
         self.takes = takes;
@@ -1134,10 +1147,10 @@ mod tests {
             let mut meta: Vec<u64> = order
                 .iter()
                 .map(|&k| {
-                    (k as u64) << 32
-                        | (lim_at(ends[k] - 1) as u64) << META_LIM
+                    (lim_at(ends[k] - 1) as u64) << META_LIM
                         | (k as u64) << META_INDEX
                         | (ends[k] as u64) << META_END
+                        | k as u64
                 })
                 .collect();
             // Padding that would pass: the vector lanes past `n` must not count.
