@@ -75,9 +75,13 @@ const _: () = assert!(MAX_WORD <= u8::MAX as usize);
 const MAX_TEXT: usize = 8192;
 /// Entries before the cache is cleared.
 const MAX_ENTRIES: usize = 1 << 15;
+/// Most entries a [`WordIndex`] numbers (its 16-bit slots, one value reserved as empty).
+pub(crate) const MAX_INDEXED: usize = u16::MAX as usize;
+const EMPTY: u16 = u16::MAX;
+const _: () = assert!(MAX_ENTRIES <= MAX_INDEXED);
 /// Largest open-addressing table (power of two, at least twice `MAX_ENTRIES`).
 const TABLE: usize = 1 << 16;
-/// Smallest table (16 KiB): grown by doubling while more than half full.
+/// Smallest table (8 KiB): grown by doubling while more than half full.
 const TABLE_MIN: usize = 1 << 12;
 
 const MARK: [u8; 3] = [0xE2, 0x96, 0x81];
@@ -256,22 +260,23 @@ pub(crate) mod lanes {
     }
 }
 
-/// The open-addressing index of a word cache: slots hold entry numbers (`u32::MAX`: empty),
-/// found from the top bits of the word's [`hash`]; each entry keeps the hash's high half, so
-/// growing needs no keys. It starts at 16 KiB and doubles while more than half full: a
+/// The open-addressing index of a word cache: slots hold entry numbers in 16 bits (at most
+/// [`MAX_INDEXED`] entries; `u16::MAX`: empty, half the footprint of 32-bit slots),
+/// found from the top bits of the word's [`word_hash`]; each entry keeps the hash's high half,
+/// so growing needs no keys. It starts at 8 KiB and doubles while more than half full: a
 /// corpus with a few thousand distinct words keeps its index in L1/L2 instead of a fixed
 /// 256 KiB table whose probes missed L2 (with the sampler's cached edges, 27 % of a perfect
 /// sampling batch on botchan went to the first probe's load).
 #[derive(Debug, Default)]
 pub(crate) struct WordIndex {
-    slots: Vec<u32>,
+    slots: Vec<u16>,
     bits: u32,
 }
 
 impl WordIndex {
     pub fn clear(&mut self) {
         self.slots.clear();
-        self.slots.resize(TABLE_MIN, u32::MAX);
+        self.slots.resize(TABLE_MIN, EMPTY);
         self.bits = TABLE_MIN.trailing_zeros();
     }
 
@@ -330,9 +335,10 @@ impl WordIndex {
         let mut i = self.first(hi);
         loop {
             let x = self.slots[i];
-            if x == u32::MAX {
+            if x == EMPTY {
                 return None;
             }
+            let x = x as u32;
             if is(x) {
                 return Some(x);
             }
@@ -345,9 +351,9 @@ impl WordIndex {
     pub fn insert(&mut self, hi: u32, x: u32, count: usize, hash_of: impl Fn(u32) -> u32) {
         if 2 * (count + 1) > self.slots.len() && self.slots.len() < TABLE {
             let old = std::mem::take(&mut self.slots);
-            self.slots.resize(old.len() * 2, u32::MAX);
+            self.slots.resize(old.len() * 2, EMPTY);
             self.bits += 1;
-            for y in old.into_iter().filter(|&y| y != u32::MAX) {
+            for y in old.into_iter().filter(|&y| y != EMPTY).map(u32::from) {
                 self.put(hash_of(y), y);
             }
         }
@@ -357,10 +363,11 @@ impl WordIndex {
     fn put(&mut self, hi: u32, x: u32) {
         let mask = self.slots.len() - 1;
         let mut i = self.first(hi);
-        while self.slots[i] != u32::MAX {
+        while self.slots[i] != EMPTY {
             i = (i + 1) & mask;
         }
-        self.slots[i] = x;
+        // Callers clear their cache before `MAX_INDEXED` entries (asserted at compile time).
+        self.slots[i] = u16::try_from(x).expect("word cache entry number past 16 bits");
     }
 }
 

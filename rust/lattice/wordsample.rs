@@ -118,6 +118,7 @@ fn prefetch<T>(v: &[T], i: usize) {
 
 /// Entries before the cache is cleared.
 const MAX_ENTRIES: usize = 1 << 15;
+const _: () = assert!(MAX_ENTRIES <= super::wordcache::MAX_INDEXED);
 /// Cached edges before the cache is cleared (16 bytes each).
 const MAX_EDGES: usize = 1 << 21;
 
