@@ -165,6 +165,13 @@ struct Entry {
     /// High half of the word's hash.
     hash: u32,
     key_off: u32,
+    lat: Lattice,
+}
+
+/// Where a cached word's lattice is and what it holds: what a lookup hands the draws (8
+/// bytes a word in the group's buffer, not the 32-byte entry).
+#[derive(Clone, Copy, Debug, Default)]
+struct Lattice {
     edges_off: u32,
     /// `edges_len | key_len << 10 | ok << 16 | plain << 17 | α generation << 18`; `ok`: the
     /// word can be drawn from the cache (its end is reachable, else the line has no
@@ -187,11 +194,15 @@ impl Entry {
             head,
             hash,
             key_off,
-            edges_off,
-            packed: (key_len as u32) << 10 | (ok as u32) << 16 | (plain as u32) << 17,
+            lat: Lattice {
+                edges_off,
+                packed: (key_len as u32) << 10 | (ok as u32) << 16 | (plain as u32) << 17,
+            },
         }
     }
+}
 
+impl Lattice {
     #[inline(always)]
     fn edges_len(self) -> usize {
         (self.packed & 0x3ff) as usize
@@ -218,14 +229,14 @@ impl Entry {
     }
 
     fn with_alpha_gen(self, g: u32) -> Self {
-        Entry {
+        Lattice {
             packed: self.packed & ((1 << 18) - 1) | g << 18,
             ..self
         }
     }
 
     fn with_edges_len(self, n: usize) -> Self {
-        Entry {
+        Lattice {
             packed: self.packed & !0x3ff | n as u32,
             ..self
         }
@@ -652,7 +663,7 @@ impl WordLattices {
         let mut bits = [0u64; BITMAP_WORDS];
         let mut buf = [0i32; 80];
         let mut prev_unk = false;
-        let mut found = [Entry::default(); GROUP];
+        let mut found = [Lattice::default(); GROUP];
         let mut a = 0;
         for group in cuts.chunks(GROUP) {
             // All lookups of a group first: independent chains of loads (index, entry, key)
@@ -755,14 +766,14 @@ impl WordLattices {
         model: &Model,
         word: &[u8],
         w: &Weights,
-    ) -> Entry {
+    ) -> Lattice {
         match self.lookup::<VECTOR>(word) {
             Some(i) => {
-                let e = self.entries[i];
+                let e = self.entries[i].lat;
                 if e.ok() && e.alpha_gen() != self.alpha_gen {
                     self.stats.refreshed += 1;
                     self.refresh(e, word.len(), w);
-                    self.entries[i] = e.with_alpha_gen(self.alpha_gen);
+                    self.entries[i].lat = e.with_alpha_gen(self.alpha_gen);
                 }
                 e
             }
@@ -776,7 +787,7 @@ impl WordLattices {
     /// Recomputes a cached word's thresholds for `w`: its edges back in pass order (the draw
     /// index), the sums over them, the thresholds written back in place.
     #[cold]
-    fn refresh(&mut self, e: Entry, len: usize, w: &Weights) {
+    fn refresh(&mut self, e: Lattice, len: usize, w: &Weights) {
         let (o, n) = (e.edges_off as usize, e.edges_len());
         let mut reach = std::mem::take(&mut self.reach);
         reach.clear();
@@ -820,7 +831,7 @@ impl WordLattices {
                     let e = &entries[x as usize];
                     // SAFETY: as above. Words past 16 bytes compare the rest from the store.
                     e.hash == hi
-                        && e.key_len() == n
+                        && e.lat.key_len() == n
                         && unsafe { lanes::same_head(w, &e.head) }
                         && (n <= 16
                             || unsafe { lanes::same_word(w, &keys[e.key_off as usize..][..n]) })
@@ -830,14 +841,14 @@ impl WordLattices {
         self.index
             .find_key::<VECTOR>(word, |x| {
                 let e = &entries[x as usize];
-                (e.hash, &keys[e.key_off as usize..][..e.key_len()])
+                (e.hash, &keys[e.key_off as usize..][..e.lat.key_len()])
             })
             .map(|x| x as usize)
     }
 
     /// Lists the word's edges in pass order, computes their thresholds for `w`, and caches
     /// those from reachable starts sorted by end.
-    fn insert(&mut self, model: &Model, word: &[u8], w: &Weights) -> Entry {
+    fn insert(&mut self, model: &Model, word: &[u8], w: &Weights) -> Lattice {
         if self.entries.len() >= MAX_ENTRIES || self.draws.len() > MAX_EDGES {
             self.clear();
         }
@@ -878,13 +889,13 @@ impl WordLattices {
             (self.draws.len() - PAD) as u32,
             reached && fits,
             reach.iter().all(|x| Some(x.id) != model.unk_edge()),
-        )
-        .with_alpha_gen(self.alpha_gen);
+        );
+        e.lat = e.lat.with_alpha_gen(self.alpha_gen);
         self.keys.extend_from_slice(word);
-        if e.ok() {
+        if e.lat.ok() {
             // Counting sort by end, pass order kept within an end: `first[t]` edges end
             // before `t`.
-            e = e.with_edges_len(reach.len());
+            e.lat = e.lat.with_edges_len(reach.len());
             let mut first = [0u16; MAX_WORD + 2];
             for x in reach.iter() {
                 first[x.end as usize + 1] += 1;
@@ -920,7 +931,7 @@ impl WordLattices {
                 entries[y as usize].hash
             });
         self.entries.push(e);
-        e
+        e.lat
     }
 }
 
