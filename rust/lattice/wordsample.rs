@@ -86,6 +86,23 @@
 //!     edge's `meta` word): no running select into a per-end table, no reload of it on the
 //!     walk back. On a Zen 4 guest (where the old build read 1.63-1.75× Viterbi): 4.39-4.71
 //!     vs 4.57-4.79 ms, min of 6 × 60 calls alternating.
+//!   - The lookups were then the largest cost, and the profile put their stalls on loads
+//!     that should have overlapped across the group's words: the byte-wise hash and key
+//!     comparison branched on the word's length classes, and each mispredicted branch
+//!     flushed the later lookups the core had started. A branch-free hash of the word's
+//!     zero-padded lanes (one masked load, one multiply) and a vector comparison (the lanes
+//!     against the key's masked load): **3.68-3.95 vs 4.43-4.69 ms** (shared with the
+//!     Viterbi cache, which went 2.72 -> 2.40 ms).
+//!   - Then (A/B of consecutive builds, min of 12 × 40 calls): a word's first 16 bytes inline
+//!     in its (now 32-byte) entry, so short words need no load from the key store (~2 %);
+//!     the label in the `meta` word's low half and the limit in its top bits (one shift on
+//!     the walk's chain), dead walk steps without a select (~3 %); 16-bit index slots (~2-4 %,
+//!     both caches); lookups handing the draws an 8-byte lattice reference instead of
+//!     copying the entry into the group's buffer (3.30 vs 3.39 ms).
+//!   - This session's start -> end on the same Zen 4 guest (alternating processes, min of
+//!     12 × 40): Viterbi 2.69 -> 2.33 ms, perfect 4.50 -> 3.25 ms, **perfect ÷ Viterbi 1.67
+//!     -> 1.40**. Per-word profile now: lookups ~15 %, pass bits ~13 %, walk back and
+//!     emission ~14 % of the batch; word ends (shared with Viterbi) ~12 %, normaliser ~11 %.
 //!   - Not tried yet: 4-byte thresholds (top bits, exact ones read on ties) and 4-byte edges
 //!     (ids apart), and a 24-byte entry (α as a small generation number).
 //! - zh_fortunes: no gain (perfect 27.8 ms with the caches vs 26.0 without; capping the
