@@ -337,6 +337,11 @@ def test_batch_list_equals_flat_on_any_thread_count(threads):
     texts = [("ab" * (i % 7)) + "a" * (i % 3) for i in range(1000)]
     for kw in (dict(), dict(alpha=0.5, seed=3), dict(alpha=0.5, seed=3, method="ffbs")):
         ids, off = m.encode_batch(texts, flat=True, num_threads=1, **kw)
+        ids2, off2 = m.encode_batch(texts, flat=True, num_threads=threads, **kw)
+        assert ids2.tolist() == ids.tolist() and off2.tolist() == off.tolist()
+        # An iterable without a length, and bytes items, give the same.
+        gen = m.encode_batch((t.encode() for t in texts), flat=True, num_threads=threads, **kw)
+        assert gen[0].tolist() == ids.tolist() and gen[1].tolist() == off.tolist()
         got = m.encode_batch(texts, num_threads=threads, **kw)
         assert len(got) == len(texts)
         assert [x.tolist() for x in got] == [ids[off[i]:off[i + 1]].tolist() for i in range(len(texts))]
@@ -360,6 +365,30 @@ def test_batch_list_error_names_the_first_bad_item():
             m.encode_batch(texts, num_threads=threads)
         with pytest.raises(TypeError, match=r"texts\[2\]"):
             m.encode_batch(["a", "b", 3], num_threads=threads)
+        # An unreadable item is reported before an encoding error in an earlier chunk (as
+        # when every item is read before any is encoded), in both forms.
+        bad = list(texts)
+        bad[900] = 3
+        for flat in (False, True):
+            with pytest.raises(TypeError, match=r"texts\[900\]"):
+                m.encode_batch(bad, num_threads=threads, flat=flat)
+
+
+class _Lying(list):
+    """A sequence whose len() is wrong (more items than iteration gives)."""
+
+    def __len__(self) -> int:
+        return super().__len__() + 5
+
+
+def test_batch_whose_length_changes_is_rejected():
+    m = Unigram.from_pieces(RICH)
+    for flat in (False, True):
+        with pytest.raises(ValueError, match="changed length"):
+            m.encode_batch(_Lying(["ab"] * 100), num_threads=2, flat=flat)
+        # One thread reads by iteration alone: the items there are all it encodes.
+        one = m.encode_batch(_Lying(["ab"] * 100), num_threads=1, flat=flat)
+        assert len(one if not flat else one[1][1:]) == 100
 
 
 @pytest.mark.parametrize("ctx", ["fork", "spawn"])

@@ -173,24 +173,162 @@ fn fill_chunk(list: &Bound<'_, PyList>, first: usize, ids: Vec<i32>, ends: &[i64
     Ok(())
 }
 
-/// The items of a batch argument (a sequence of `str` or bytes-like, not one of them).
-fn batch_items(texts: &Bound<'_, PyAny>) -> PyResult<Vec<Text>> {
+/// Rejects a single `str` / `bytes` passed where a batch is expected.
+fn check_batch(texts: &Bound<'_, PyAny>) -> PyResult<()> {
     if texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>() {
         return Err(PyTypeError::new_err(
             "texts must be a sequence of str or bytes, not a single str/bytes",
         ));
     }
+    Ok(())
+}
+
+/// Item `i` of a batch argument.
+fn batch_item(t: &Bound<'_, PyAny>, i: usize) -> PyResult<Text> {
+    // The common case without building the item's name (only an error needs it).
+    if let Ok(s) = t.cast::<PyString>() {
+        return Ok(Text::Str(PyBackedStr::try_from(s.clone())?));
+    }
+    text_arg(t, &format!("texts[{i}]"))
+}
+
+/// The items of a batch argument (a sequence of `str` or bytes-like, not one of them).
+fn batch_items(texts: &Bound<'_, PyAny>) -> PyResult<Vec<Text>> {
+    check_batch(texts)?;
     let mut items = Vec::with_capacity(texts.len().unwrap_or(0));
     for (i, t) in texts.try_iter()?.enumerate() {
-        let t = t?;
-        // The common case without building the item's name (only an error needs it).
-        if let Ok(s) = t.cast::<PyString>() {
-            items.push(Text::Str(PyBackedStr::try_from(s.clone())?));
-        } else {
-            items.push(text_arg(&t, &format!("texts[{i}]"))?);
-        }
+        items.push(batch_item(&t?, i)?);
     }
     Ok(items)
+}
+
+/// A batch argument with a length: itself, or (an iterable without one) its items in a list.
+fn batch_seq<'py>(texts: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, usize)> {
+    check_batch(texts)?;
+    match texts.len() {
+        Ok(n) => Ok((texts.clone(), n)),
+        Err(_) => {
+            let all: Vec<Bound<'py, PyAny>> = texts.try_iter()?.collect::<PyResult<_>>()?;
+            let list = PyList::new(texts.py(), all)?;
+            let n = list.len();
+            Ok((list.into_any(), n))
+        }
+    }
+}
+
+/// What the pool hands back for chunk `c`: its items (dropped here, under the GIL) and its
+/// ids and item ends, or the error.
+type ChunkDone = (usize, Vec<Text>, Result<(Vec<i32>, Vec<i64>)>);
+
+/// What [`encode_pipelined`] encodes with.
+struct BatchJob<'a> {
+    model: &'a Model,
+    mode: Mode,
+    seed: u64,
+    stream_offset: u64,
+    threads: usize,
+}
+
+/// Encodes the `n` items of `texts` on a pool of `job.threads` (at least 2) threads while
+/// this thread reads them: each chunk goes to the pool as soon as its items are read, and
+/// `done(c, ids, ends)` runs here, with the GIL, for each finished chunk `c` (in completion
+/// order, items `c·chunk..` with `chunk = batch::chunk_len(n, threads)`). Reading an item
+/// (~35 ns, only under the GIL) and making its array thus overlap the encoding instead of
+/// preceding and following it. An unreadable item is reported before any encoding error
+/// (as when every item was read first); otherwise the lowest chunk's encoding error.
+fn encode_pipelined(
+    py: Python<'_>,
+    texts: &Bound<'_, PyAny>,
+    n: usize,
+    job: &BatchJob<'_>,
+    mut done: impl FnMut(usize, Vec<i32>, Vec<i64>) -> PyResult<()>,
+) -> PyResult<()> {
+    let chunk = batch::chunk_len(n, job.threads);
+    let chunks = n.div_ceil(chunk);
+    let (tx, rx) = std::sync::mpsc::channel::<ChunkDone>();
+    // A `Receiver` is not `Sync`: the lock lets the GIL-free wait borrow it.
+    let rx = std::sync::Mutex::new(rx);
+    let mut iter = texts.try_iter()?;
+    let (model, mode, seed, offset) = (job.model, job.mode, job.seed, job.stream_offset);
+    crate::parallel::in_place_scope(job.threads, |s| {
+        let mut read_err: Option<PyErr> = None;
+        let mut failed: Option<(usize, Error)> = None;
+        let mut pending = 0usize;
+        let mut take = |(c, items, r): ChunkDone, failed: &mut Option<(usize, Error)>| {
+            drop(items);
+            match r {
+                Ok((ids, ends)) if failed.is_none() => done(c, ids, ends),
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    if failed.as_ref().is_none_or(|(k, _)| c < *k) {
+                        *failed = Some((c, e));
+                    }
+                    Ok(())
+                }
+            }
+        };
+        'read: for c in 0..chunks {
+            let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(n));
+            let mut items = Vec::with_capacity(hi - lo);
+            for i in lo..hi {
+                match iter.next() {
+                    Some(t) => match t.and_then(|t| batch_item(&t, i)) {
+                        Ok(x) => items.push(x),
+                        Err(e) => {
+                            read_err = Some(e);
+                            break 'read;
+                        }
+                    },
+                    None => {
+                        read_err = Some(changed_length(n));
+                        break 'read;
+                    }
+                }
+            }
+            let tx = tx.clone();
+            s.spawn(move |_| {
+                let r = catch_panic(|| {
+                    batch::encode_chunk(model, &items, lo, Text::input, mode, seed, offset)
+                });
+                // The receiver outlives every job (the scope waits for them).
+                let _ = tx.send((c, items, r));
+            });
+            pending += 1;
+            // Chunks already finished: take them now, while the pool works on.
+            loop {
+                let got = rx.lock().unwrap_or_else(|e| e.into_inner()).try_recv();
+                let Ok(msg) = got else { break };
+                pending -= 1;
+                take(msg, &mut failed)?;
+            }
+        }
+        if read_err.is_none() && iter.next().is_some() {
+            read_err = Some(changed_length(n));
+        }
+        drop(tx);
+        while pending > 0 {
+            let got = py.detach(|| rx.lock().unwrap_or_else(|e| e.into_inner()).recv());
+            let Ok(msg) = got else {
+                return Err(to_pyerr(Error::Internal("a batch chunk was lost".into())));
+            };
+            pending -= 1;
+            take(msg, &mut failed)?;
+        }
+        if let Some(e) = read_err {
+            return Err(e);
+        }
+        match failed {
+            Some((_, e)) => Err(to_pyerr(e)),
+            None => Ok(()),
+        }
+    })
+    .map_err(to_pyerr)?
+}
+
+fn changed_length(n: usize) -> PyErr {
+    to_pyerr(Error::invalid(format!(
+        "texts changed length while being read (len() was {n})"
+    )))
 }
 
 /// Texts up to this many bytes times `k` run `nbest` without releasing the GIL: a few
@@ -583,7 +721,9 @@ impl Unigram {
         PyList::new(py, items)
     }
 
-    /// Returns `(ids, offsets)`: item `i` is `ids[offsets[i]:offsets[i+1]]`.
+    /// Returns `(ids, offsets)`: item `i` is `ids[offsets[i]:offsets[i+1]]`. On more than one
+    /// thread the items are read while the pool encodes the chunks read before them
+    /// ([`encode_pipelined`]).
     #[pyo3(signature = (texts, *, alpha=None, seed=None, num_threads=None, method="perfect", stream_offset=0))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn encode_batch_flat<'py>(
@@ -596,10 +736,37 @@ impl Unigram {
         method: &str,
         stream_offset: u64,
     ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
-        let items = batch_items(texts)?;
         let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
-        let m = self.model.clone();
         let seed = seed_or_fresh(seed);
+        let (texts, n) = batch_seq(texts)?;
+        let threads = crate::parallel::effective_threads(num_threads, n).map_err(to_pyerr)?;
+        if threads > 1 {
+            let job = BatchJob {
+                model: &self.model,
+                mode,
+                seed,
+                stream_offset,
+                threads,
+            };
+            let mut parts: Vec<Option<(Vec<i32>, Vec<i64>)>> =
+                vec![None; n.div_ceil(batch::chunk_len(n, threads))];
+            encode_pipelined(py, &texts, n, &job, |c, ids, ends| {
+                parts[c] = Some((ids, ends));
+                Ok(())
+            })?;
+            let total: usize = parts.iter().flatten().map(|p| p.0.len()).sum();
+            let mut ids = Vec::with_capacity(total);
+            let mut offsets = Vec::with_capacity(n + 1);
+            offsets.push(0i64);
+            for (p, ends) in parts.into_iter().flatten() {
+                let base = ids.len() as i64;
+                ids.extend_from_slice(&p);
+                offsets.extend(ends.iter().map(|&e| base + e));
+            }
+            return Ok((ids.into_pyarray(py), offsets.into_pyarray(py)));
+        }
+        let items = batch_items(&texts)?;
+        let m = self.model.clone();
         let flat = guarded(py, || {
             // All `str` (the usual case): their UTF-8 needs no second validation.
             let strs: Option<Vec<&str>> = items
@@ -620,9 +787,9 @@ impl Unigram {
 
     /// A list of int32 arrays, item `i` drawing from stream `(seed, stream_offset + i)`.
     /// On more than one thread the pool encodes chunks while this thread, holding the GIL,
-    /// turns each finished chunk into its arrays (one per chunk, a view per item): the
-    /// arrays, ~0.15 µs each and only makeable under the GIL, no longer follow the encoding
-    /// serially.
+    /// reads the next items and turns each finished chunk into its arrays (one per chunk, a
+    /// view per item; see [`encode_pipelined`]): neither, both only possible under the GIL,
+    /// runs serially before or after the encoding.
     #[pyo3(signature = (texts, *, alpha=None, seed=None, num_threads=None, method="perfect", stream_offset=0))]
     #[allow(clippy::too_many_arguments)]
     fn encode_batch_list<'py>(
@@ -635,66 +802,35 @@ impl Unigram {
         method: &str,
         stream_offset: u64,
     ) -> PyResult<Bound<'py, PyList>> {
-        let items = batch_items(texts)?;
         let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
         let seed = seed_or_fresh(seed);
-        let m: &Model = &self.model;
-        let n = items.len();
+        let (texts, n) = batch_seq(texts)?;
         let threads = crate::parallel::effective_threads(num_threads, n).map_err(to_pyerr)?;
-        let list = new_list(py, n)?;
-        let input = Text::input;
         if threads <= 1 {
+            // Sized by the items read (a `len()` that disagrees with iteration must not leave
+            // empty slots).
+            let items = batch_items(&texts)?;
+            let list = new_list(py, items.len())?;
+            let m: &Model = &self.model;
             let (ids, ends) = guarded(py, || {
-                batch::encode_chunk(m, &items, 0, input, mode, seed, stream_offset)
+                batch::encode_chunk(m, &items, 0, Text::input, mode, seed, stream_offset)
             })?;
             fill_chunk(&list, 0, ids, &ends)?;
             return Ok(list);
         }
+        let job = BatchJob {
+            model: &self.model,
+            mode,
+            seed,
+            stream_offset,
+            threads,
+        };
+        // Every slot is filled, or an error returned (`encode_pipelined` checks the length).
+        let list = new_list(py, n)?;
         let chunk = batch::chunk_len(n, threads);
-        let chunks = n.div_ceil(chunk);
-        type Done = (usize, Result<(Vec<i32>, Vec<i64>)>);
-        let (tx, rx) = std::sync::mpsc::channel::<Done>();
-        // A `Receiver` is not `Sync`: the lock lets the GIL-free wait borrow it.
-        let rx = std::sync::Mutex::new(rx);
-        let items = &items;
-        crate::parallel::in_place_scope(threads, |s| {
-            for c in 0..chunks {
-                let tx = tx.clone();
-                s.spawn(move |_| {
-                    let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(n));
-                    let r = catch_panic(|| {
-                        batch::encode_chunk(m, &items[lo..hi], lo, input, mode, seed, stream_offset)
-                    });
-                    // The receiver outlives every job (the scope waits for them).
-                    let _ = tx.send((c, r));
-                });
-            }
-            drop(tx);
-            // The lowest chunk's error wins (the same message as one thread would give).
-            let mut failed: Option<(usize, Error)> = None;
-            for _ in 0..chunks {
-                let got = py.detach(|| rx.lock().unwrap_or_else(|e| e.into_inner()).recv());
-                let Ok((c, r)) = got else {
-                    return Err(to_pyerr(Error::Internal("a batch chunk was lost".into())));
-                };
-                match r {
-                    Ok((ids, ends)) if failed.is_none() => {
-                        fill_chunk(&list, c * chunk, ids, &ends)?
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        if failed.as_ref().is_none_or(|(k, _)| c < *k) {
-                            failed = Some((c, e));
-                        }
-                    }
-                }
-            }
-            match failed {
-                Some((_, e)) => Err(to_pyerr(e)),
-                None => Ok(()),
-            }
-        })
-        .map_err(to_pyerr)??;
+        encode_pipelined(py, &texts, n, &job, |c, ids, ends| {
+            fill_chunk(&list, c * chunk, ids, &ends)
+        })?;
         Ok(list)
     }
 
