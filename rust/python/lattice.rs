@@ -325,6 +325,31 @@ fn encode_pipelined(
     .map_err(to_pyerr)?
 }
 
+/// The batch methods' arguments checked: the job, the texts as a sequence, and its length.
+#[allow(clippy::too_many_arguments)]
+fn batch_job<'a, 'py>(
+    model: &'a Model,
+    texts: &Bound<'py, PyAny>,
+    alpha: Option<f64>,
+    seed: Option<u64>,
+    num_threads: Option<usize>,
+    method: &str,
+    stream_offset: u64,
+) -> PyResult<(BatchJob<'a>, Bound<'py, PyAny>, usize)> {
+    let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
+    let seed = seed_or_fresh(seed);
+    let (texts, n) = batch_seq(texts)?;
+    let threads = crate::parallel::effective_threads(num_threads, n).map_err(to_pyerr)?;
+    let job = BatchJob {
+        model,
+        mode,
+        seed,
+        stream_offset,
+        threads,
+    };
+    Ok((job, texts, n))
+}
+
 fn changed_length(n: usize) -> PyErr {
     to_pyerr(Error::invalid(format!(
         "texts changed length while being read (len() was {n})"
@@ -736,18 +761,17 @@ impl Unigram {
         method: &str,
         stream_offset: u64,
     ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
-        let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
-        let seed = seed_or_fresh(seed);
-        let (texts, n) = batch_seq(texts)?;
-        let threads = crate::parallel::effective_threads(num_threads, n).map_err(to_pyerr)?;
+        let (job, texts, n) = batch_job(
+            &self.model,
+            texts,
+            alpha,
+            seed,
+            num_threads,
+            method,
+            stream_offset,
+        )?;
+        let (mode, seed, threads) = (job.mode, job.seed, job.threads);
         if threads > 1 {
-            let job = BatchJob {
-                model: &self.model,
-                mode,
-                seed,
-                stream_offset,
-                threads,
-            };
             let mut parts: Vec<Option<(Vec<i32>, Vec<i64>)>> =
                 vec![None; n.div_ceil(batch::chunk_len(n, threads))];
             encode_pipelined(py, &texts, n, &job, |c, ids, ends| {
@@ -802,10 +826,16 @@ impl Unigram {
         method: &str,
         stream_offset: u64,
     ) -> PyResult<Bound<'py, PyList>> {
-        let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
-        let seed = seed_or_fresh(seed);
-        let (texts, n) = batch_seq(texts)?;
-        let threads = crate::parallel::effective_threads(num_threads, n).map_err(to_pyerr)?;
+        let (job, texts, n) = batch_job(
+            &self.model,
+            texts,
+            alpha,
+            seed,
+            num_threads,
+            method,
+            stream_offset,
+        )?;
+        let (mode, seed, threads) = (job.mode, job.seed, job.threads);
         if threads <= 1 {
             // Sized by the items read (a `len()` that disagrees with iteration must not leave
             // empty slots).
@@ -818,13 +848,6 @@ impl Unigram {
             fill_chunk(&list, 0, ids, &ends)?;
             return Ok(list);
         }
-        let job = BatchJob {
-            model: &self.model,
-            mode,
-            seed,
-            stream_offset,
-            threads,
-        };
         // Every slot is filled, or an error returned (`encode_pipelined` checks the length).
         let list = new_list(py, n)?;
         let chunk = batch::chunk_len(n, threads);
