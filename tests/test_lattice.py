@@ -361,8 +361,9 @@ def test_batch_list_error_names_the_first_bad_item():
     texts[700] = b"\xff\xfe"
     texts[300] = b"\xc3"
     for threads in (1, 2, 3):
-        with pytest.raises(ValueError, match=r"texts\[300\]"):
-            m.encode_batch(texts, num_threads=threads)
+        for flat in (False, True):
+            with pytest.raises(ValueError, match=r"texts\[300\]"):
+                m.encode_batch(texts, num_threads=threads, flat=flat)
         with pytest.raises(TypeError, match=r"texts\[2\]"):
             m.encode_batch(["a", "b", 3], num_threads=threads)
         # An unreadable item is reported before an encoding error in an earlier chunk (as

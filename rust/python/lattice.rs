@@ -220,6 +220,52 @@ fn batch_seq<'py>(texts: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, usi
 /// ids and item ends, or the error.
 type ChunkDone = (usize, Vec<Text>, Result<(Vec<i32>, Vec<i64>)>);
 
+/// Finished chunks on their way from the pool to the reading thread, which is woken only
+/// when as many as it asked for are queued. (A channel woke it for every chunk: a futex
+/// wake and two context switches per chunk, ~3% of a 2-thread botchan batch in this VM's
+/// scheduler, on the thread whose work nothing else overlaps.)
+struct Finished {
+    /// The queue, and how long it must be before a worker wakes the reader
+    /// (`usize::MAX` while the reader is not waiting: no wake, no futex call).
+    state: std::sync::Mutex<(Vec<ChunkDone>, usize)>,
+    ready: std::sync::Condvar,
+}
+
+impl Finished {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<ChunkDone>, usize)> {
+        // A worker never panics while holding the lock (panics are caught around the
+        // encoding, before it), so a poisoned lock still holds a consistent queue.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, done: ChunkDone) {
+        let mut g = self.lock();
+        g.0.push(done);
+        if g.0.len() >= g.1 {
+            g.1 = usize::MAX;
+            self.ready.notify_one();
+        }
+    }
+
+    /// What is queued now, without waiting.
+    fn take(&self) -> Vec<ChunkDone> {
+        std::mem::take(&mut self.lock().0)
+    }
+
+    /// Waits (without the GIL) until at least `at_least` chunks are queued, and takes them.
+    fn wait(&self, py: Python<'_>, at_least: usize) -> Vec<ChunkDone> {
+        py.detach(|| {
+            let mut g = self.lock();
+            while g.0.len() < at_least {
+                g.1 = at_least;
+                g = self.ready.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            g.1 = usize::MAX;
+            std::mem::take(&mut g.0)
+        })
+    }
+}
+
 /// What [`encode_pipelined`] encodes with.
 struct BatchJob<'a> {
     model: &'a Model,
@@ -231,44 +277,52 @@ struct BatchJob<'a> {
 
 /// Encodes the `n` items of `texts` on a pool of `job.threads` (at least 2) threads while
 /// this thread reads them: each chunk goes to the pool as soon as its items are read, and
-/// `done(c, ids, ends)` runs here, with the GIL, for each finished chunk `c` (in completion
-/// order, items `c·chunk..` with `chunk = batch::chunk_len(n, threads)`). Reading an item
-/// (~35 ns, only under the GIL) and making its array thus overlap the encoding instead of
-/// preceding and following it. An unreadable item is reported before any encoding error
-/// (as when every item was read first); otherwise the lowest chunk's encoding error.
+/// `done(first, ids, ends)` runs here, with the GIL, for each finished chunk (in completion
+/// order; `first` is its first item, chunks as `batch::chunk_starts(n, threads)`). Reading an
+/// item (~20 ns, only under the GIL) thus overlaps the encoding instead of preceding it.
+/// `eager`: once everything is read, take finished chunks in groups of about an eighth of
+/// them (the list form builds their arrays while the pool encodes the rest); otherwise wait
+/// for all of them at once (the flat form only collects them). An unreadable item is
+/// reported before any encoding error (as when every item was read first); otherwise the
+/// lowest chunk's encoding error.
 fn encode_pipelined(
     py: Python<'_>,
     texts: &Bound<'_, PyAny>,
     n: usize,
     job: &BatchJob<'_>,
+    eager: bool,
     mut done: impl FnMut(usize, Vec<i32>, Vec<i64>) -> PyResult<()>,
 ) -> PyResult<()> {
-    let chunk = batch::chunk_len(n, job.threads);
-    let chunks = n.div_ceil(chunk);
-    let (tx, rx) = std::sync::mpsc::channel::<ChunkDone>();
-    // A `Receiver` is not `Sync`: the lock lets the GIL-free wait borrow it.
-    let rx = std::sync::Mutex::new(rx);
+    let starts = batch::chunk_starts(n, job.threads);
+    let chunks = starts.len() - 1;
+    let finished = Finished {
+        state: std::sync::Mutex::new((Vec::new(), usize::MAX)),
+        ready: std::sync::Condvar::new(),
+    };
+    let finished = &finished;
     let mut iter = texts.try_iter()?;
     let (model, mode, seed, offset) = (job.model, job.mode, job.seed, job.stream_offset);
     crate::parallel::in_place_scope(job.threads, |s| {
         let mut read_err: Option<PyErr> = None;
         let mut failed: Option<(usize, Error)> = None;
         let mut pending = 0usize;
-        let mut take = |(c, items, r): ChunkDone, failed: &mut Option<(usize, Error)>| {
-            drop(items);
-            match r {
-                Ok((ids, ends)) if failed.is_none() => done(c, ids, ends),
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    if failed.as_ref().is_none_or(|(k, _)| c < *k) {
-                        *failed = Some((c, e));
+        let mut take = |got: Vec<ChunkDone>, failed: &mut Option<(usize, Error)>| {
+            for (c, items, r) in got {
+                drop(items);
+                match r {
+                    Ok((ids, ends)) if failed.is_none() => done(starts[c], ids, ends)?,
+                    Ok(_) => {}
+                    Err(e) => {
+                        if failed.as_ref().is_none_or(|(k, _)| c < *k) {
+                            *failed = Some((c, e));
+                        }
                     }
-                    Ok(())
                 }
             }
+            PyResult::Ok(())
         };
         'read: for c in 0..chunks {
-            let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(n));
+            let (lo, hi) = (starts[c], starts[c + 1]);
             let mut items = Vec::with_capacity(hi - lo);
             for i in lo..hi {
                 match iter.next() {
@@ -285,34 +339,28 @@ fn encode_pipelined(
                     }
                 }
             }
-            let tx = tx.clone();
             s.spawn(move |_| {
                 let r = catch_panic(|| {
                     batch::encode_chunk(model, &items, lo, Text::input, mode, seed, offset)
                 });
-                // The receiver outlives every job (the scope waits for them).
-                let _ = tx.send((c, items, r));
+                finished.push((c, items, r));
             });
             pending += 1;
-            // Chunks already finished: take them now, while the pool works on.
-            loop {
-                let got = rx.lock().unwrap_or_else(|e| e.into_inner()).try_recv();
-                let Ok(msg) = got else { break };
-                pending -= 1;
-                take(msg, &mut failed)?;
+            if eager {
+                // Chunks already finished: take them now, while the pool works on.
+                let got = finished.take();
+                pending -= got.len();
+                take(got, &mut failed)?;
             }
         }
         if read_err.is_none() && iter.next().is_some() {
             read_err = Some(changed_length(n));
         }
-        drop(tx);
+        let group = if eager { chunks.div_ceil(8) } else { chunks };
         while pending > 0 {
-            let got = py.detach(|| rx.lock().unwrap_or_else(|e| e.into_inner()).recv());
-            let Ok(msg) = got else {
-                return Err(to_pyerr(Error::Internal("a batch chunk was lost".into())));
-            };
-            pending -= 1;
-            take(msg, &mut failed)?;
+            let got = finished.wait(py, group.min(pending));
+            pending -= got.len();
+            take(got, &mut failed)?;
         }
         if let Some(e) = read_err {
             return Err(e);
@@ -772,22 +820,15 @@ impl Unigram {
         )?;
         let (mode, seed, threads) = (job.mode, job.seed, job.threads);
         if threads > 1 {
-            let mut parts: Vec<Option<(Vec<i32>, Vec<i64>)>> =
-                vec![None; n.div_ceil(batch::chunk_len(n, threads))];
-            encode_pipelined(py, &texts, n, &job, |c, ids, ends| {
-                parts[c] = Some((ids, ends));
+            // Keyed by first item: in item order below.
+            let mut parts = std::collections::BTreeMap::new();
+            encode_pipelined(py, &texts, n, &job, false, |first, ids, ends| {
+                parts.insert(first, (ids, ends));
                 Ok(())
             })?;
-            let total: usize = parts.iter().flatten().map(|p| p.0.len()).sum();
-            let mut ids = Vec::with_capacity(total);
-            let mut offsets = Vec::with_capacity(n + 1);
-            offsets.push(0i64);
-            for (p, ends) in parts.into_iter().flatten() {
-                let base = ids.len() as i64;
-                ids.extend_from_slice(&p);
-                offsets.extend(ends.iter().map(|&e| base + e));
-            }
-            return Ok((ids.into_pyarray(py), offsets.into_pyarray(py)));
+            let parts: Vec<_> = parts.into_values().collect();
+            let flat = guarded(py, || batch::concat_chunks(&parts, n, Some(threads)))?;
+            return Ok((flat.ids.into_pyarray(py), flat.offsets.into_pyarray(py)));
         }
         let items = batch_items(&texts)?;
         let m = self.model.clone();
@@ -850,9 +891,8 @@ impl Unigram {
         }
         // Every slot is filled, or an error returned (`encode_pipelined` checks the length).
         let list = new_list(py, n)?;
-        let chunk = batch::chunk_len(n, threads);
-        encode_pipelined(py, &texts, n, &job, |c, ids, ends| {
-            fill_chunk(&list, c * chunk, ids, &ends)
+        encode_pipelined(py, &texts, n, &job, true, |first, ids, ends| {
+            fill_chunk(&list, first, ids, &ends)
         })?;
         Ok(list)
     }
