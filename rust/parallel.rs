@@ -110,12 +110,12 @@ pub fn run<R: Send>(
 }
 
 /// Runs `f` on the calling thread with a scope whose spawned jobs run on the pool of
-/// `threads` threads (at least 2; see [`effective_threads`]): for a caller that consumes the
-/// jobs' results as they finish (the batch binding builds each finished chunk's arrays while
-/// the pool encodes the next ones). Every spawned job has finished when this returns.
-pub fn in_place_scope<'s, R>(threads: usize, f: impl FnOnce(&rayon::Scope<'s>) -> R) -> Result<R> {
-    let threads = resolve_threads(Some(threads.max(2)))?;
-    Ok(pool(threads)?.in_place_scope(f))
+/// `workers` threads (at least 1): for a caller that works alongside its jobs (the batch
+/// binding reads the items, builds the finished chunks' arrays and encodes chunks itself
+/// while the workers encode the others). Every spawned job has finished when this returns.
+pub fn in_place_scope<'s, R>(workers: usize, f: impl FnOnce(&rayon::Scope<'s>) -> R) -> Result<R> {
+    let workers = resolve_threads(Some(workers.max(1)))?;
+    Ok(pool(workers)?.in_place_scope(f))
 }
 
 /// `f(0), …, f(n - 1)` in index order; on the current pool when `par`, else on this thread.
@@ -179,7 +179,7 @@ mod tests {
     fn in_place_scope_runs_jobs_on_the_pool() {
         let main = std::thread::current().id();
         let (tx, rx) = std::sync::mpsc::channel();
-        let done = in_place_scope(2, |s| {
+        let done = in_place_scope(1, |s| {
             for k in 0..16 {
                 let tx = tx.clone();
                 s.spawn(move |_| tx.send((k, std::thread::current().id())).unwrap());

@@ -375,6 +375,30 @@ def test_batch_list_error_names_the_first_bad_item():
                 m.encode_batch(bad, num_threads=threads, flat=flat)
 
 
+def test_batch_iterable_that_raises_midway():
+    # The reading thread stops with chunks queued and some being encoded: the iterable's own
+    # exception comes out, nothing hangs, and the next batch on the same pool is whole.
+    m = Unigram.from_pieces(RICH)
+
+    class Raising(list):
+        """A sized sequence whose iteration fails after 700 of its 1000 items."""
+
+        def __iter__(self):
+            for i, t in enumerate(list.__iter__(self)):
+                if i == 700:
+                    raise RuntimeError("boom at 700")
+                yield t
+
+    items = Raising("ab" * (i % 5) for i in range(1000))
+    for threads in (2, 3):
+        for flat in (False, True):
+            with pytest.raises(RuntimeError, match="boom at 700"):
+                m.encode_batch(items, num_threads=threads, flat=flat)
+            texts = ["ab" * (i % 5) for i in range(700)]
+            got = m.encode_batch(texts, num_threads=threads)
+            assert [x.tolist() for x in got] == [m.encode(t).tolist() for t in texts]
+
+
 class _Lying(list):
     """A sequence whose len() is wrong (more items than iteration gives)."""
 

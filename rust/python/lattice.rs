@@ -275,16 +275,93 @@ struct BatchJob<'a> {
     threads: usize,
 }
 
-/// Encodes the `n` items of `texts` on a pool of `job.threads` (at least 2) threads while
-/// this thread reads them: each chunk goes to the pool as soon as its items are read, and
-/// `done(first, ids, ends)` runs here, with the GIL, for each finished chunk (in completion
-/// order; `first` is its first item, chunks as `batch::chunk_starts(n, threads)`). Reading an
-/// item (~20 ns, only under the GIL) thus overlaps the encoding instead of preceding it.
-/// `eager`: once everything is read, take finished chunks in groups of about an eighth of
-/// them (the list form builds their arrays while the pool encodes the rest); otherwise wait
-/// for all of them at once (the flat form only collects them). An unreadable item is
-/// reported before any encoding error (as when every item was read first); otherwise the
-/// lowest chunk's encoding error.
+/// A chunk read and not yet encoded: its index and items.
+type ChunkTodo = (usize, Vec<Text>);
+
+/// The queue of [`Todo`], and whether the reader has stopped adding to it.
+type TodoState = (std::collections::VecDeque<ChunkTodo>, bool);
+
+/// Chunks read but not yet encoded, taken by whichever thread is free: the pool's workers
+/// and, once it has read everything, the reading thread itself.
+struct Todo {
+    state: std::sync::Mutex<TodoState>,
+    ready: std::sync::Condvar,
+}
+
+impl Todo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TodoState> {
+        // Nothing panics while holding the lock: a poisoned one still holds a valid queue.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, c: usize, items: Vec<Text>) {
+        self.lock().0.push_back((c, items));
+        self.ready.notify_one();
+    }
+
+    /// The next chunk without waiting (the reading thread).
+    fn try_pop(&self) -> Option<ChunkTodo> {
+        self.lock().0.pop_front()
+    }
+
+    /// The next chunk, waiting while the queue is empty but still open (a worker); `None`
+    /// once it is closed and empty.
+    fn pop(&self) -> Option<ChunkTodo> {
+        let mut g = self.lock();
+        loop {
+            if let Some(x) = g.0.pop_front() {
+                return Some(x);
+            }
+            if g.1 {
+                return None;
+            }
+            g = self.ready.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// No more chunks; with `drop_queued`, the unstarted ones are handed back (to be
+    /// dropped with the GIL) rather than encoded.
+    fn close(&self, drop_queued: bool) -> Vec<ChunkTodo> {
+        let mut g = self.lock();
+        g.1 = true;
+        let left = if drop_queued {
+            g.0.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        drop(g);
+        self.ready.notify_all();
+        left
+    }
+}
+
+/// Closes the queue on every way out of the scope's body (an error included), so that no
+/// worker waits on it forever and the scope can end.
+struct CloseOnDrop<'a>(&'a Todo);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        // What was still queued holds Python references: dropped here, under the GIL
+        // (the guard lives inside the GIL-holding scope body).
+        drop(self.0.close(true));
+    }
+}
+
+/// Encodes the `n` items of `texts` on `job.threads` (at least 2) threads: this one, which
+/// holds the GIL and reads the items, and `job.threads − 1` pool workers. Each chunk
+/// (`batch::chunk_starts(n, threads)`) is queued as soon as its items are read (~20 ns per
+/// item, only possible under the GIL), and taken by a free worker; once everything is read,
+/// this thread takes chunks too (without the GIL) until none is left, and then waits for the
+/// workers' last ones. `done(first, ids, ends)` runs here, with the GIL, for each finished
+/// chunk, in completion order (`first`: its first item). With `eager` it runs as soon as this
+/// thread sees a chunk finished (the list form builds the chunk's arrays), otherwise they are
+/// only collected (the flat form). An unreadable item is reported before any encoding error
+/// (as when every item was read first); otherwise the lowest chunk's encoding error.
+///
+/// Why this thread encodes too: with a pool of `threads` workers, three threads shared the
+/// two vCPUs of a 2-thread batch, and each time the reader ran (reading, making arrays) it
+/// displaced a worker from its core and caches: the workers' CPU time per zh_fortunes list
+/// batch was ~35% above the one-thread encode (schedstat, per thread).
 fn encode_pipelined(
     py: Python<'_>,
     texts: &Bound<'_, PyAny>,
@@ -299,12 +376,34 @@ fn encode_pipelined(
         state: std::sync::Mutex::new((Vec::new(), usize::MAX)),
         ready: std::sync::Condvar::new(),
     };
-    let finished = &finished;
+    let todo = Todo {
+        state: std::sync::Mutex::new((std::collections::VecDeque::new(), false)),
+        ready: std::sync::Condvar::new(),
+    };
+    let (finished, todo) = (&finished, &todo);
     let mut iter = texts.try_iter()?;
     let (model, mode, seed, offset) = (job.model, job.mode, job.seed, job.stream_offset);
-    crate::parallel::in_place_scope(job.threads, |s| {
+    let starts = &starts;
+    let encode = move |c: usize, items: &[Text]| {
+        catch_panic(|| {
+            batch::encode_chunk(model, items, starts[c], Text::input, mode, seed, offset)
+        })
+    };
+    let encode = &encode;
+    let workers = job.threads.max(2) - 1;
+    crate::parallel::in_place_scope(workers, |s| {
+        let _close = CloseOnDrop(todo);
+        for _ in 0..workers {
+            s.spawn(move |_| {
+                while let Some((c, items)) = todo.pop() {
+                    let r = encode(c, &items);
+                    finished.push((c, items, r));
+                }
+            });
+        }
         let mut read_err: Option<PyErr> = None;
         let mut failed: Option<(usize, Error)> = None;
+        // Chunks queued and not yet back here.
         let mut pending = 0usize;
         let mut take = |got: Vec<ChunkDone>, failed: &mut Option<(usize, Error)>| {
             for (c, items, r) in got {
@@ -339,15 +438,10 @@ fn encode_pipelined(
                     }
                 }
             }
-            s.spawn(move |_| {
-                let r = catch_panic(|| {
-                    batch::encode_chunk(model, &items, lo, Text::input, mode, seed, offset)
-                });
-                finished.push((c, items, r));
-            });
+            todo.push(c, items);
             pending += 1;
             if eager {
-                // Chunks already finished: take them now, while the pool works on.
+                // Chunks already finished: take them now, while the workers go on.
                 let got = finished.take();
                 pending -= got.len();
                 take(got, &mut failed)?;
@@ -356,9 +450,27 @@ fn encode_pipelined(
         if read_err.is_none() && iter.next().is_some() {
             read_err = Some(changed_length(n));
         }
-        let group = if eager { chunks.div_ceil(8) } else { chunks };
+        if read_err.is_some() {
+            // The error is what the call returns: the chunks not yet started are not encoded.
+            let left = todo.close(true);
+            pending -= left.len();
+        } else {
+            todo.close(false);
+            // Help: encode what no worker has taken yet, taking finished chunks in between.
+            while let Some((c, items)) = todo.try_pop() {
+                let r = py.detach(|| encode(c, &items));
+                pending -= 1;
+                take(vec![(c, items, r)], &mut failed)?;
+                if eager {
+                    let got = finished.take();
+                    pending -= got.len();
+                    take(got, &mut failed)?;
+                }
+            }
+        }
+        // The workers' last chunks.
         while pending > 0 {
-            let got = finished.wait(py, group.min(pending));
+            let got = finished.wait(py, pending);
             pending -= got.len();
             take(got, &mut failed)?;
         }
@@ -827,7 +939,9 @@ impl Unigram {
                 Ok(())
             })?;
             let parts: Vec<_> = parts.into_values().collect();
-            let flat = guarded(py, || batch::concat_chunks(&parts, n, Some(threads)))?;
+            // On this thread: another pool for the copy would leave its threads spinning
+            // beside the batch's own workers at the next call.
+            let flat = guarded(py, || batch::concat_chunks(&parts, n, Some(1)))?;
             return Ok((flat.ids.into_pyarray(py), flat.offsets.into_pyarray(py)));
         }
         let items = batch_items(&texts)?;
