@@ -260,7 +260,7 @@ class Unigram:
         """
         kw = dict(alpha=alpha, seed=seed, num_threads=num_threads, method=method)
         if indices is None and not flat and not arrow:
-            # Each finished chunk's arrays are made while the pool encodes the next chunks.
+            # Each finished chunk's arrays are made between the chunks this thread encodes.
             return self._m.encode_batch_list(texts, stream_offset=stream_offset, **kw)
         if indices is None:
             ids, offsets = self._m.encode_batch_flat(texts, stream_offset=stream_offset, **kw)

@@ -24,8 +24,9 @@
 //! - n-best merges the (already sorted) incoming lists with a k-way merge instead of sorting
 //!   every candidate, and reuses per-thread scratch buffers instead of allocating a ring of
 //!   pools per call;
-//! - parallel batches run in contiguous chunks (guided sizes, [`chunk_starts`]) writing one flat buffer each
-//!   with the thread's workspace, instead of one `Vec` per item and a per-split workspace.
+//! - parallel batches run in contiguous chunks (guided sizes, [`chunk_starts`]) writing one
+//!   flat buffer each with the thread's workspace, instead of one `Vec` per item and a
+//!   per-split workspace.
 //!
 //! - perfect sampling records the chosen edge ids in its forward pass as well.
 //!
