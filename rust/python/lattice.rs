@@ -939,9 +939,7 @@ impl Unigram {
                 Ok(())
             })?;
             let parts: Vec<_> = parts.into_values().collect();
-            // On this thread: another pool for the copy would leave its threads spinning
-            // beside the batch's own workers at the next call.
-            let flat = guarded(py, || batch::concat_chunks(&parts, n, Some(1)))?;
+            let flat = py.detach(|| batch::concat_chunks(&parts, n));
             return Ok((flat.ids.into_pyarray(py), flat.offsets.into_pyarray(py)));
         }
         let items = batch_items(&texts)?;
