@@ -7,6 +7,7 @@ import functools
 import math
 import multiprocessing as mp
 import pickle
+import sys
 from collections import Counter
 
 import numpy as np
@@ -375,21 +376,21 @@ def test_batch_list_error_names_the_first_bad_item():
                 m.encode_batch(bad, num_threads=threads, flat=flat)
 
 
+class _Raising(list):
+    """A sized sequence whose iteration fails at item 700."""
+
+    def __iter__(self):
+        for i, t in enumerate(list.__iter__(self)):
+            if i == 700:
+                raise RuntimeError("boom at 700")
+            yield t
+
+
 def test_batch_iterable_that_raises_midway():
     # The reading thread stops with chunks queued and some being encoded: the iterable's own
     # exception comes out, nothing hangs, and the next batch on the same pool is whole.
     m = Unigram.from_pieces(RICH)
-
-    class Raising(list):
-        """A sized sequence whose iteration fails after 700 of its 1000 items."""
-
-        def __iter__(self):
-            for i, t in enumerate(list.__iter__(self)):
-                if i == 700:
-                    raise RuntimeError("boom at 700")
-                yield t
-
-    items = Raising("ab" * (i % 5) for i in range(1000))
+    items = _Raising("ab" * (i % 5) for i in range(1000))
     for threads in (2, 3):
         for flat in (False, True):
             with pytest.raises(RuntimeError, match="boom at 700"):
@@ -397,6 +398,91 @@ def test_batch_iterable_that_raises_midway():
             texts = ["ab" * (i % 5) for i in range(700)]
             got = m.encode_batch(texts, num_threads=threads)
             assert [x.tolist() for x in got] == [m.encode(t).tolist() for t in texts]
+
+
+def _fresh(s: str) -> str:
+    """A new ``str`` equal to ``s`` with no UTF-8 copy cached on it yet."""
+    return s.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+
+
+WIDE = Unigram.from_pieces(
+    [("<unk>", 0.0), ("a", -1.2), ("b", -1.9), ("ab", -2.1), ("é", -2.0), ("aé", -2.2), ("中文", -2.5), ("文b", -2.6), ("😀", -3.0)],
+    unk=0,
+)
+
+
+def test_batch_reads_non_ascii_str_without_caching_utf8():
+    # Non-ASCII str items (stored as latin-1, UCS-2 and UCS-4 by CPython) are transcoded to
+    # UTF-8 by the encoding threads: the same ids as bytes input and as strings that already
+    # hold a UTF-8 copy, in both forms, with and without sampling, and no UTF-8 copy is left
+    # attached to the caller's strings (CPython's sys.getsizeof counts it).
+    m = WIDE
+    base = ["ab", "é" * 3 + "ab", "中文ab中" * 5, "😀a中é" * 4, "", "abab" * 20, "b中文" * 40, "x\x00é"]
+    texts = [base[i % len(base)] + "a" * (i % 3) for i in range(600)]
+    for kw in ({}, {"alpha": 0.3, "seed": 5}):
+        want = m.encode_batch([t.encode() for t in texts], flat=True, num_threads=1, **kw)
+        for threads in (1, 2, 3):
+            for flat in (False, True):
+                fresh = [_fresh(t) for t in texts]
+                sizes = [sys.getsizeof(t) for t in fresh]
+                got = m.encode_batch(fresh, flat=flat, num_threads=threads, **kw)
+                if not flat:
+                    got = (np.concatenate(got), np.cumsum([0] + [len(x) for x in got]))
+                assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+                if probcraft.build_info()["str_transcoder"]:
+                    # UCS-4 strings (beyond the BMP) still go through CPython's encoder.
+                    assert [sys.getsizeof(t) for t in fresh] == [
+                        n if max(t, default="a") < "\U00010000" else sys.getsizeof(t) for t, n in zip(fresh, sizes)
+                    ]
+                # Strings holding a UTF-8 copy already are read through it: same ids.
+                for t in fresh:
+                    m.normalize(t)  # reads t's UTF-8, which CPython caches on t
+                assert all(sys.getsizeof(t) > n for t, n in zip(fresh, sizes) if not t.isascii())
+                again = m.encode_batch(fresh, flat=True, num_threads=threads, **kw)
+                assert again[0].tolist() == want[0].tolist()
+
+
+def test_batch_lone_surrogate_is_reported_first():
+    # A str holding a lone surrogate cannot be UTF-8: the exception str.encode raises, for
+    # the first such item, wherever it is and on any thread count, and before any encoding
+    # error or later unreadable item (as when every item was made UTF-8 while it was read).
+    m = WIDE
+    texts = [_fresh("ab中文é" * (1 + i % 7)) for i in range(1000)]
+    for at in (0, 5, 17, 499, 999):
+        bad = list(texts)
+        bad[at] = _fresh("中" * (at % 3) + "a\ud800b")
+        bad[min(at + 100, 999)] = _fresh("\udfff")
+        with pytest.raises(UnicodeEncodeError) as want:
+            bad[at].encode()
+        for threads in (1, 2, 3):
+            for flat in (False, True):
+                with pytest.raises(UnicodeEncodeError) as got:
+                    m.encode_batch(bad, num_threads=threads, flat=flat)
+                assert str(got.value) == str(want.value)
+    bad = list(texts)
+    bad[900] = _fresh("a\ud800")
+    bad[10] = b"\xff"  # an encoding error in an earlier item
+    bad[950] = 3  # a later unreadable item
+    for threads in (1, 2, 3):
+        for flat in (False, True):
+            with pytest.raises(UnicodeEncodeError):
+                m.encode_batch(bad, num_threads=threads, flat=flat)
+
+    gen = list(texts)
+    gen[5] = _fresh("\ud800")
+    for threads in (1, 2, 3):
+        for flat in (False, True):
+            with pytest.raises(UnicodeEncodeError):
+                m.encode_batch(_Raising(gen), num_threads=threads, flat=flat)
+    # After the iteration error, the surrogate comes out when it came first, not otherwise.
+    gen[5], gen[690] = texts[5], _fresh("\ud800")
+    for threads in (1, 2, 3):
+        with pytest.raises(UnicodeEncodeError):
+            m.encode_batch(_Raising(gen), num_threads=threads)
+    gen[690], gen[710] = texts[690], _fresh("\ud800")
+    for threads in (1, 2, 3):
+        with pytest.raises(RuntimeError, match="boom at 700"):
+            m.encode_batch(_Raising(gen), num_threads=threads)
 
 
 class _Lying(list):

@@ -7,9 +7,11 @@
 //! - [`sample`]: perfect (reservoir) sampling, FFBS, and the historic biased rule;
 //! - [`nbest`], [`swor`], [`marginals`]: exact k-best, sampling without replacement,
 //!   partition functions, entropy, marginals, token healing, the EM E-step;
-//! - [`batch`]: single and batched encoding with per-item random streams.
+//! - [`batch`]: single and batched encoding with per-item random streams;
+//! - [`codeunits`]: UTF-8 from a Python `str`'s code units (batches read off the GIL).
 
 pub mod batch;
+pub mod codeunits;
 pub mod formats;
 pub mod graph;
 pub mod marginals;

@@ -14,6 +14,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTup
 use super::{guarded, pickle, to_pyerr};
 use crate::error::{catch_panic, Error, Result};
 use crate::lattice::batch::{self, with_workspace, Mode};
+use crate::lattice::codeunits::{self, push_utf8, CodeUnits};
 use crate::lattice::graph::Lattice;
 use crate::lattice::marginals;
 use crate::lattice::model::Model;
@@ -183,23 +184,190 @@ fn check_batch(texts: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
+/// A non-ASCII `str` with no UTF-8 copy cached on it, read as its code units (PEP 393): the
+/// batch kernels transcode it without the GIL ([`item_inputs`]) instead of CPython building
+/// (under the GIL, on the one thread that reads the items) a UTF-8 copy that then stays on the
+/// user's string. See `lattice::codeunits`.
+struct WideStr {
+    /// Keeps the string, so its code units, alive.
+    owner: Py<PyString>,
+    /// Bytes per code unit: 1 (latin-1) or 2 (UCS-2).
+    kind: u32,
+    data: *const std::ffi::c_void,
+    len: usize,
+}
+
+// SAFETY: `data` points into `owner`'s immutable character storage, which lives (and does not
+// change: a `str` is immutable once made) as long as the reference in `owner`; reading it from
+// another thread needs no GIL. `Py<PyString>` itself is `Send + Sync`.
+unsafe impl Send for WideStr {}
+// SAFETY: as above (shared references only read the immutable code units).
+unsafe impl Sync for WideStr {}
+
+impl WideStr {
+    /// `s` as code units when it is a compact non-ASCII string stored as latin-1 or UCS-2,
+    /// without a cached UTF-8 copy, and the vector transcoder runs here
+    /// (`codeunits::fast`); otherwise `None`, and `PyBackedStr` reads its UTF-8 (for free
+    /// when ASCII or cached). UCS-4 strings (with characters beyond the BMP) and machines
+    /// without the vector kernel keep CPython's encoder: the scalar transcoder is no faster,
+    /// and a string read again later (the next epoch of a dataset) reuses CPython's copy.
+    fn new(s: &Bound<'_, PyString>) -> Option<WideStr> {
+        use pyo3::ffi;
+        let op = s.as_ptr();
+        // SAFETY: `op` is a live `str` (we hold `s`, and the GIL); these are CPython's own
+        // accessors for its PEP 393 layout, read in the order it documents (compact first:
+        // only a compact object has the `PyCompactUnicodeObject` header read for `utf8`).
+        unsafe {
+            if ffi::PyUnicode_IS_COMPACT(op) == 0 || ffi::PyUnicode_IS_ASCII(op) != 0 {
+                return None;
+            }
+            if !(*op.cast::<ffi::PyCompactUnicodeObject>()).utf8.is_null() || !codeunits::fast() {
+                return None;
+            }
+            let kind = ffi::PyUnicode_KIND(op);
+            if !matches!(kind, 1 | 2) {
+                return None;
+            }
+            Some(WideStr {
+                owner: s.clone().unbind(),
+                kind,
+                data: ffi::PyUnicode_DATA(op),
+                len: ffi::PyUnicode_GET_LENGTH(op) as usize,
+            })
+        }
+    }
+
+    fn units(&self) -> CodeUnits<'_> {
+        // SAFETY: `data` holds `len` units of `kind` bytes each, aligned for that width
+        // (CPython's layout), alive and unchanged while `owner` is (see the `Send` impl).
+        unsafe {
+            match self.kind {
+                1 => CodeUnits::Latin1(std::slice::from_raw_parts(self.data.cast(), self.len)),
+                _ => CodeUnits::Ucs2(std::slice::from_raw_parts(self.data.cast(), self.len)),
+            }
+        }
+    }
+
+    /// The exception CPython raises for this string's UTF-8 (it holds a lone surrogate):
+    /// exactly what reading it as UTF-8 up front raised.
+    fn utf8_error(&self, py: Python<'_>) -> PyErr {
+        match PyBackedStr::try_from(self.owner.bind(py).clone()) {
+            Err(e) => e,
+            Ok(_) => to_pyerr(Error::Internal(
+                "a str that failed to transcode has a UTF-8 form".into(),
+            )),
+        }
+    }
+}
+
+/// An item of a batch: a text argument, or a `str` read as its code units.
+enum Item {
+    Text(Text),
+    Wide(WideStr),
+}
+
 /// Item `i` of a batch argument.
-fn batch_item(t: &Bound<'_, PyAny>, i: usize) -> PyResult<Text> {
+fn batch_item(t: &Bound<'_, PyAny>, i: usize) -> PyResult<Item> {
     // The common case without building the item's name (only an error needs it).
     if let Ok(s) = t.cast::<PyString>() {
-        return Ok(Text::Str(PyBackedStr::try_from(s.clone())?));
+        if let Some(w) = WideStr::new(s) {
+            return Ok(Item::Wide(w));
+        }
+        return Ok(Item::Text(Text::Str(PyBackedStr::try_from(s.clone())?)));
     }
-    text_arg(t, &format!("texts[{i}]"))
+    text_arg(t, &format!("texts[{i}]")).map(Item::Text)
+}
+
+/// The first of `items` that cannot be read as UTF-8 (a `str` holding a lone surrogate, which
+/// [`batch_item`] does not transcode yet), and its exception: reported before any later
+/// failure, as when each item was made UTF-8 while it was read.
+fn first_unreadable(py: Python<'_>, items: &[Item]) -> Option<(usize, PyErr)> {
+    items.iter().enumerate().find_map(|(k, it)| match it {
+        Item::Wide(w) if w.units().first_unencodable().is_some() => Some((k, w.utf8_error(py))),
+        _ => None,
+    })
 }
 
 /// The items of a batch argument (a sequence of `str` or bytes-like, not one of them).
-fn batch_items(texts: &Bound<'_, PyAny>) -> PyResult<Vec<Text>> {
+fn batch_items(texts: &Bound<'_, PyAny>) -> PyResult<Vec<Item>> {
     check_batch(texts)?;
     let mut items = Vec::with_capacity(texts.len().unwrap_or(0));
     for (i, t) in texts.try_iter()?.enumerate() {
-        items.push(batch_item(&t?, i)?);
+        match t.and_then(|t| batch_item(&t, i)) {
+            Ok(x) => items.push(x),
+            Err(e) => return Err(first_unreadable(texts.py(), &items).map_or(e, |(_, e)| e)),
+        }
     }
     Ok(items)
+}
+
+/// The kernels' inputs for `items`: each [`Item::Wide`] transcoded to UTF-8 into `buf`
+/// (without the GIL). `Err(k)`: item `k` cannot be (see [`first_unreadable`]).
+fn item_inputs<'a>(
+    items: &'a [Item],
+    buf: &'a mut String,
+) -> std::result::Result<Vec<batch::Input<'a>>, usize> {
+    buf.clear();
+    // Room for the longest encoding up front (no copy while it grows).
+    let most: usize = items
+        .iter()
+        .map(|it| match it {
+            Item::Wide(w) => w.len * (w.kind as usize + 1),
+            Item::Text(_) => 0,
+        })
+        .sum();
+    buf.reserve(most);
+    let mut spans = Vec::new();
+    for (k, it) in items.iter().enumerate() {
+        if let Item::Wide(w) = it {
+            let a = buf.len();
+            push_utf8(w.units(), buf).map_err(|_| k)?;
+            spans.push(a..buf.len());
+        }
+    }
+    let buf: &'a str = buf;
+    let mut spans = spans.into_iter();
+    Ok(items
+        .iter()
+        .map(|it| match it {
+            Item::Text(t) => t.input(),
+            Item::Wide(_) => batch::Input::Str(&buf[spans.next().expect("one span per item")]),
+        })
+        .collect())
+}
+
+/// The exception for `items[k]`, which [`item_inputs`] could not read.
+fn unreadable_item(py: Python<'_>, items: &[Item], k: usize) -> PyErr {
+    match &items[k] {
+        Item::Wide(w) => w.utf8_error(py),
+        Item::Text(_) => to_pyerr(Error::Internal("unreadable text".into())),
+    }
+}
+
+/// A chunk encoded, or the index (in the chunk) of the item that could not be read.
+enum Encoded {
+    Done(Vec<i32>, Vec<i64>),
+    Unreadable(usize),
+}
+
+/// [`batch::encode_chunk`] of a chunk of items (the first of them item `first`).
+fn encode_items(
+    model: &Model,
+    items: &[Item],
+    first: usize,
+    mode: Mode,
+    seed: u64,
+    stream_offset: u64,
+) -> Result<Encoded> {
+    let mut buf = String::new();
+    match item_inputs(items, &mut buf) {
+        Ok(inputs) => {
+            let (ids, ends) =
+                batch::encode_chunk(model, &inputs, first, |x| *x, mode, seed, stream_offset)?;
+            Ok(Encoded::Done(ids, ends))
+        }
+        Err(k) => Ok(Encoded::Unreadable(k)),
+    }
 }
 
 /// A batch argument with a length: itself, or (an iterable without one) its items in a list.
@@ -218,7 +386,7 @@ fn batch_seq<'py>(texts: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, usi
 
 /// What the pool hands back for chunk `c`: its items (dropped here, under the GIL) and its
 /// ids and item ends, or the error.
-type ChunkDone = (usize, Vec<Text>, Result<(Vec<i32>, Vec<i64>)>);
+type ChunkDone = (usize, Vec<Item>, Result<Encoded>);
 
 /// Finished chunks on their way from the pool to the reading thread, which is woken only
 /// when as many as it asked for are queued. (A channel woke it for every chunk: a futex
@@ -276,7 +444,7 @@ struct BatchJob<'a> {
 }
 
 /// A chunk read and not yet encoded: its index and items.
-type ChunkTodo = (usize, Vec<Text>);
+type ChunkTodo = (usize, Vec<Item>);
 
 /// The queue of [`Todo`], and whether the reader has stopped adding to it.
 type TodoState = (std::collections::VecDeque<ChunkTodo>, bool);
@@ -294,7 +462,7 @@ impl Todo {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, c: usize, items: Vec<Text>) {
+    fn push(&self, c: usize, items: Vec<Item>) {
         self.lock().0.push_back((c, items));
         self.ready.notify_one();
     }
@@ -384,10 +552,8 @@ fn encode_pipelined(
     let mut iter = texts.try_iter()?;
     let (model, mode, seed, offset) = (job.model, job.mode, job.seed, job.stream_offset);
     let starts = &starts;
-    let encode = move |c: usize, items: &[Text]| {
-        catch_panic(|| {
-            batch::encode_chunk(model, items, starts[c], Text::input, mode, seed, offset)
-        })
+    let encode = move |c: usize, items: &[Item]| {
+        catch_panic(|| encode_items(model, items, starts[c], mode, seed, offset))
     };
     let encode = &encode;
     let workers = job.threads.max(2) - 1;
@@ -401,42 +567,62 @@ fn encode_pipelined(
                 }
             });
         }
-        let mut read_err: Option<PyErr> = None;
+        // The first item that could not be read (by the iteration, or as UTF-8 by a worker),
+        // and the first chunk's encoding error: the former is reported first.
+        let mut unreadable: Option<(usize, PyErr)> = None;
         let mut failed: Option<(usize, Error)> = None;
         // Chunks queued and not yet back here.
         let mut pending = 0usize;
-        let mut take = |got: Vec<ChunkDone>, failed: &mut Option<(usize, Error)>| {
+        let note_unreadable = |u: &mut Option<(usize, PyErr)>, i: usize, e: PyErr| {
+            if u.as_ref().is_none_or(|(j, _)| i < *j) {
+                *u = Some((i, e));
+            }
+        };
+        let mut take = |got: Vec<ChunkDone>,
+                        failed: &mut Option<(usize, Error)>,
+                        unreadable: &mut Option<(usize, PyErr)>| {
             for (c, items, r) in got {
-                drop(items);
                 match r {
-                    Ok((ids, ends)) if failed.is_none() => done(starts[c], ids, ends)?,
-                    Ok(_) => {}
+                    Ok(Encoded::Done(ids, ends)) if failed.is_none() && unreadable.is_none() => {
+                        done(starts[c], ids, ends)?
+                    }
+                    Ok(Encoded::Done(..)) => {}
+                    Ok(Encoded::Unreadable(k)) => {
+                        note_unreadable(unreadable, starts[c] + k, unreadable_item(py, &items, k))
+                    }
                     Err(e) => {
                         if failed.as_ref().is_none_or(|(k, _)| c < *k) {
                             *failed = Some((c, e));
                         }
                     }
                 }
+                drop(items);
             }
             PyResult::Ok(())
         };
+        let mut read_failed = false;
         'read: for c in 0..chunks {
             let (lo, hi) = (starts[c], starts[c + 1]);
             let mut items = Vec::with_capacity(hi - lo);
             for i in lo..hi {
-                match iter.next() {
+                let e = match iter.next() {
                     Some(t) => match t.and_then(|t| batch_item(&t, i)) {
-                        Ok(x) => items.push(x),
-                        Err(e) => {
-                            read_err = Some(e);
-                            break 'read;
+                        Ok(x) => {
+                            items.push(x);
+                            continue;
                         }
+                        Err(e) => e,
                     },
-                    None => {
-                        read_err = Some(changed_length(n));
-                        break 'read;
-                    }
+                    None => changed_length(n),
+                };
+                // The items of this chunk read so far are not encoded: one of them may be an
+                // earlier unreadable one.
+                if let Some((k, e)) = first_unreadable(py, &items) {
+                    note_unreadable(&mut unreadable, lo + k, e);
                 }
+                note_unreadable(&mut unreadable, i, e);
+                read_failed = true;
+                break 'read;
             }
             todo.push(c, items);
             pending += 1;
@@ -444,27 +630,34 @@ fn encode_pipelined(
                 // Chunks already finished: take them now, while the workers go on.
                 let got = finished.take();
                 pending -= got.len();
-                take(got, &mut failed)?;
+                take(got, &mut failed, &mut unreadable)?;
             }
         }
-        if read_err.is_none() && iter.next().is_some() {
-            read_err = Some(changed_length(n));
+        if !read_failed && iter.next().is_some() {
+            note_unreadable(&mut unreadable, n, changed_length(n));
+            read_failed = true;
         }
-        if read_err.is_some() {
-            // The error is what the call returns: the chunks not yet started are not encoded.
+        if read_failed {
+            // The error is what the call returns: the chunks not yet started are not encoded
+            // (only checked for an earlier unreadable item).
             let left = todo.close(true);
             pending -= left.len();
+            for (c, items) in left {
+                if let Some((k, e)) = first_unreadable(py, &items) {
+                    note_unreadable(&mut unreadable, starts[c] + k, e);
+                }
+            }
         } else {
             todo.close(false);
             // Help: encode what no worker has taken yet, taking finished chunks in between.
             while let Some((c, items)) = todo.try_pop() {
                 let r = py.detach(|| encode(c, &items));
                 pending -= 1;
-                take(vec![(c, items, r)], &mut failed)?;
+                take(vec![(c, items, r)], &mut failed, &mut unreadable)?;
                 if eager {
                     let got = finished.take();
                     pending -= got.len();
-                    take(got, &mut failed)?;
+                    take(got, &mut failed, &mut unreadable)?;
                 }
             }
         }
@@ -472,9 +665,9 @@ fn encode_pipelined(
         while pending > 0 {
             let got = finished.wait(py, pending);
             pending -= got.len();
-            take(got, &mut failed)?;
+            take(got, &mut failed, &mut unreadable)?;
         }
-        if let Some(e) = read_err {
+        if let Some((_, e)) = unreadable {
             return Err(e);
         }
         match failed {
@@ -945,20 +1138,33 @@ impl Unigram {
         let items = batch_items(&texts)?;
         let m = self.model.clone();
         let flat = guarded(py, || {
+            let mut buf = String::new();
+            let inputs = match item_inputs(&items, &mut buf) {
+                Ok(inputs) => inputs,
+                Err(k) => return Ok(Err(k)),
+            };
             // All `str` (the usual case): their UTF-8 needs no second validation.
-            let strs: Option<Vec<&str>> = items
+            let strs: Option<Vec<&str>> = inputs
                 .iter()
                 .map(|t| match t {
-                    Text::Str(s) => Some(&**s),
-                    _ => None,
+                    batch::Input::Str(s) => Some(*s),
+                    batch::Input::Bytes(_) => None,
                 })
                 .collect();
             if let Some(strs) = strs {
-                return batch::encode_batch_str(&m, &strs, mode, seed, stream_offset, num_threads);
+                return batch::encode_batch_str(&m, &strs, mode, seed, stream_offset, num_threads)
+                    .map(Ok);
             }
-            let refs: Vec<&[u8]> = items.iter().map(|t| t.bytes()).collect();
-            batch::encode_batch(&m, &refs, mode, seed, stream_offset, num_threads)
-        })?;
+            let refs: Vec<&[u8]> = inputs
+                .iter()
+                .map(|t| match t {
+                    batch::Input::Str(s) => s.as_bytes(),
+                    batch::Input::Bytes(b) => b,
+                })
+                .collect();
+            batch::encode_batch(&m, &refs, mode, seed, stream_offset, num_threads).map(Ok)
+        })?
+        .map_err(|k| unreadable_item(py, &items, k))?;
         Ok((flat.ids.into_pyarray(py), flat.offsets.into_pyarray(py)))
     }
 
@@ -995,9 +1201,11 @@ impl Unigram {
             let items = batch_items(&texts)?;
             let list = new_list(py, items.len())?;
             let m: &Model = &self.model;
-            let (ids, ends) = guarded(py, || {
-                batch::encode_chunk(m, &items, 0, Text::input, mode, seed, stream_offset)
-            })?;
+            let (ids, ends) =
+                match guarded(py, || encode_items(m, &items, 0, mode, seed, stream_offset))? {
+                    Encoded::Done(ids, ends) => (ids, ends),
+                    Encoded::Unreadable(k) => return Err(unreadable_item(py, &items, k)),
+                };
             fill_chunk(&list, 0, ids, &ends)?;
             return Ok(list);
         }

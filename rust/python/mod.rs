@@ -65,6 +65,8 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("simd_available", avail)?;
     d.set_item("target_arch", std::env::consts::ARCH)?;
     d.set_item("default_threads", parallel::default_threads())?;
+    // Whether batches read non-ASCII `str` items as code units (see `lattice::codeunits`).
+    d.set_item("str_transcoder", crate::lattice::codeunits::fast())?;
     Ok(d)
 }
 
