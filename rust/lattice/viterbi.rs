@@ -48,6 +48,9 @@ pub struct Workspace {
     pub word_lattices: super::wordsample::WordLattices,
     /// Disables the word cache for this workspace (reference comparisons in tests).
     pub word_cache_off: bool,
+    /// The ids of the batch chunk being encoded, kept between batches (see
+    /// `batch::encode_exact`).
+    pub(crate) batch_ids: Vec<i32>,
 }
 
 impl Workspace {
