@@ -203,8 +203,18 @@ pub fn chunk_starts(n: usize, threads: usize) -> Vec<usize> {
     starts
 }
 
+/// Largest ids buffer (entries) a thread keeps between batches (16 MiB).
+const KEEP_IDS: usize = 1 << 22;
+
 /// Encodes `items`, the batch's items from index `first` on, with this thread's workspace:
 /// their ids in one buffer, and each item's end in it (relative to the chunk).
+///
+/// The ids are built in the workspace's kept buffer and returned at their exact size. Why
+/// not a fresh `Vec`: a batch's ids grown by doubling land in new pages on every call — a
+/// 1-thread zh_fortunes×2 batch (1.2 M ids) took ~1,400 page faults per call, 7% of its time
+/// in the kernel (`getrusage`, this VM). The kept buffer is mapped already, and the exact-size
+/// copy (one `memcpy`, where the doubling copied about as much) fits in the memory the
+/// previous call's output left free.
 pub fn encode_chunk<T>(
     model: &Model,
     items: &[T],
@@ -215,41 +225,6 @@ pub fn encode_chunk<T>(
     stream_offset: u64,
 ) -> Result<(Vec<i32>, Vec<i64>)> {
     let mut ends = Vec::with_capacity(items.len());
-    let ids = encode_exact(
-        model,
-        items,
-        first,
-        input,
-        mode,
-        seed,
-        stream_offset,
-        |len| ends.push(len as i64),
-    )?;
-    Ok((ids, ends))
-}
-
-/// Largest ids buffer (entries) a thread keeps between batches (16 MiB).
-const KEEP_IDS: usize = 1 << 22;
-
-/// Encodes `items` (item `first + j` from its own stream) into this thread's reusable ids
-/// buffer, calling `end(ids so far)` after each item, and returns the ids at their exact size.
-///
-/// Why not a fresh `Vec`: a batch's ids grown by doubling land in new pages on every call —
-/// a 1-thread zh_fortunes×2 batch (1.2 M ids) took ~1,400 page faults per call, 7% of its
-/// time in the kernel (`getrusage`, this VM). The kept buffer is mapped already, and the
-/// exact-size copy (one `memcpy`, where the doubling copied about as much) fits in the
-/// memory the previous call's output left free.
-#[allow(clippy::too_many_arguments)]
-fn encode_exact<T>(
-    model: &Model,
-    items: &[T],
-    first: usize,
-    input: impl Fn(&T) -> Input<'_>,
-    mode: Mode,
-    seed: u64,
-    stream_offset: u64,
-    mut end: impl FnMut(usize),
-) -> Result<Vec<i32>> {
     with_workspace(|ws| {
         let mut ids = std::mem::take(&mut ws.batch_ids);
         ids.clear();
@@ -261,9 +236,9 @@ fn encode_exact<T>(
                 done = Err(at_item(e, i));
                 break;
             }
-            end(ids.len());
+            ends.push(ids.len() as i64);
         }
-        let out = done.map(|()| ids.to_vec());
+        let out = done.map(|()| (ids.to_vec(), ends));
         if ids.capacity() <= KEEP_IDS {
             ws.batch_ids = ids;
         }
@@ -457,12 +432,11 @@ fn encode_batch_with<T: Sync>(
 ) -> Result<Flat> {
     let threads = parallel::effective_threads(num_threads, texts.len())?;
     if threads <= 1 {
-        // Straight into the flat buffers: no per-item vectors.
+        // Straight into one flat buffer: no per-item vectors.
+        let (ids, ends) = encode_chunk(model, texts, 0, input, mode, seed, stream_offset)?;
         let mut offsets = Vec::with_capacity(texts.len() + 1);
         offsets.push(0i64);
-        let ids = encode_exact(model, texts, 0, input, mode, seed, stream_offset, |len| {
-            offsets.push(len as i64)
-        })?;
+        offsets.extend(ends);
         return Ok(Flat { ids, offsets });
     }
     // Contiguous chunks, several per thread for balance: each chunk writes one flat buffer
