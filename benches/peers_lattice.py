@@ -103,6 +103,13 @@ def cases(opts) -> list[Case]:
         sub_bytes = sum(len(ln.encode()) for ln in sub)
         out.append(Case(g, "sentencepiece nbest_encode_as_ids", lambda sp=sp, l=sub: [sp.nbest_encode_as_ids(x, 10) for x in l], nbytes=sub_bytes, ref=True))
         out.append(Case(g, "probcraft nbest" + note, lambda o=ours, t=sub_t: [o.nbest(x, 10) for x in t], nbytes=sub_bytes))
+        # A data loader's call: a small batch with the default thread count (per-call costs).
+        g = f"32-line batches, default threads, {tag}"
+        few, few_t = lines[:32], texts[:32]
+        few_bytes = sum(len(ln.encode()) for ln in few)
+        out.append(Case(g, "sentencepiece encode (its default threads)", lambda sp=sp, l=few: sp.encode(l), nbytes=few_bytes, ref=True))
+        out.append(Case(g, "probcraft encode_batch (list)", lambda o=ours, t=few_t: o.encode_batch(t), nbytes=few_bytes))
+        out.append(Case(g, "probcraft encode_batch perfect (list)", lambda o=ours, t=few_t: o.encode_batch(t, alpha=0.1), nbytes=few_bytes))
         g = f"threads, {tag}"
         big = texts * (1 if opts.quick else 2)
         bb = nbytes * (1 if opts.quick else 2)

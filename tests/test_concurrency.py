@@ -254,3 +254,21 @@ def test_fork_while_other_threads_run() -> None:
     finally:
         stop.set()
         t.join()
+
+
+def test_default_thread_count_follows_the_environment(monkeypatch):
+    # The CPU count behind the default is found once; the environment variables are read at
+    # every call, so setting them from Python takes effect at once.
+    monkeypatch.delenv("PROBCRAFT_NUM_THREADS", raising=False)
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    cpus = probcraft.build_info()["default_threads"]
+    assert 1 <= cpus <= len(os.sched_getaffinity(0))
+    monkeypatch.setenv("RAYON_NUM_THREADS", "5")
+    assert probcraft.build_info()["default_threads"] == 5
+    monkeypatch.setenv("PROBCRAFT_NUM_THREADS", "3")
+    assert probcraft.build_info()["default_threads"] == 3
+    monkeypatch.delenv("PROBCRAFT_NUM_THREADS")
+    monkeypatch.delenv("RAYON_NUM_THREADS")
+    assert probcraft.build_info()["default_threads"] == cpus
+    m = Unigram.from_pieces(PIECES)
+    assert [x.tolist() for x in m.encode_batch(TEXTS)] == [m.encode(t).tolist() for t in TEXTS]
