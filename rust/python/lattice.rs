@@ -692,7 +692,7 @@ fn batch_job<'a, 'py>(
     let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
     let seed = seed_or_fresh(seed);
     let (texts, n) = batch_seq(texts)?;
-    let threads = crate::parallel::effective_threads(num_threads, n).map_err(to_pyerr)?;
+    let threads = batch::batch_threads(num_threads, n).map_err(to_pyerr)?;
     let job = BatchJob {
         model,
         mode,
