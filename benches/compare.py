@@ -41,6 +41,9 @@ class Case:
     ref: bool = False
     skip: Optional[str] = None  # reason the case cannot run (peer missing, ...)
     setup: Optional[Callable[[], None]] = None
+    # Name of another case of the group to time in alternation with this one: the paired
+    # ratio (see `paired_ratio`) printed after the table.
+    pair: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -83,6 +86,38 @@ def time_case(case: Case, min_time: float, repeats: int, stat: str = "mean") -> 
         return Result(case, None, f"{type(e).__name__}: {e}")
     finally:
         gc.collect()
+
+
+def paired_ratio(ref: Callable[[], Any], fn: Callable[[], Any], min_time: float, pairs: int = 11) -> float:
+    """Median over `pairs` alternating bursts of (time per call of `ref`) / (time per call of
+    `fn`). Each ratio comes from two bursts a fraction of a second apart, so a shared machine
+    whose speed drifts between one case's run and the next moves both sides of it together;
+    the separate rows of the table do not have that property."""
+    ratios = []
+    for k in range(pairs):
+        per = {}
+        for name, f in (("ref", ref), ("fn", fn)) if k % 2 == 0 else (("fn", fn), ("ref", ref)):
+            n, t0 = 0, time.perf_counter()
+            while n < 3 or time.perf_counter() - t0 < min_time / 2:
+                f()
+                n += 1
+            per[name] = (time.perf_counter() - t0) / n
+        ratios.append(per["ref"] / per["fn"])
+    ratios.sort()
+    return ratios[len(ratios) // 2]
+
+
+def print_paired(results: list[Result], min_time: float) -> None:
+    rows = [r for r in results if r.case.pair and r.seconds is not None]
+    if not rows:
+        return
+    print("\n## paired ratios (alternating bursts, median of 11 pairs)")
+    for r in rows:
+        other = next((x for x in results if x.case.group == r.case.group and x.case.name == r.case.pair), None)
+        if other is None or other.seconds is None or other.case.fn is None or r.case.fn is None:
+            continue
+        ratio = paired_ratio(other.case.fn, r.case.fn, min_time)
+        print(f"{r.case.group}: {r.case.name} vs {other.case.name}: {ratio:.2f}x", flush=True)
 
 
 def fmt_rate(r: Result) -> str:
@@ -165,6 +200,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             results.append(time_case(case, opts.min_time, opts.repeats, opts.stat))
     print_table(results)
+    print_paired(results, opts.min_time)
     if opts.json:
         opts.json.write_text(json.dumps([
             {"group": r.case.group, "name": r.case.name, "seconds": r.seconds,

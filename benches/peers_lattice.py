@@ -114,12 +114,15 @@ def cases(opts) -> list[Case]:
         big = texts * (1 if opts.quick else 2)
         bb = nbytes * (1 if opts.quick else 2)
         out.append(Case(g, "probcraft Viterbi 1 thread", lambda o=ours, t=big: o.encode_batch(t, num_threads=1, flat=True), nbytes=bb, ref=True))
-        out.append(Case(g, "probcraft Viterbi 2 threads", lambda o=ours, t=big: o.encode_batch(t, num_threads=2, flat=True), nbytes=bb))
+        out.append(Case(g, "probcraft Viterbi 2 threads", lambda o=ours, t=big: o.encode_batch(t, num_threads=2, flat=True), nbytes=bb,
+                        pair="probcraft Viterbi 1 thread"))
         out.append(Case(g, "probcraft perfect 1 thread", lambda o=ours, t=big: o.encode_batch(t, alpha=0.1, seed=1, num_threads=1, flat=True), nbytes=bb))
-        out.append(Case(g, "probcraft perfect 2 threads", lambda o=ours, t=big: o.encode_batch(t, alpha=0.1, seed=1, num_threads=2, flat=True), nbytes=bb))
+        out.append(Case(g, "probcraft perfect 2 threads", lambda o=ours, t=big: o.encode_batch(t, alpha=0.1, seed=1, num_threads=2, flat=True), nbytes=bb,
+                        pair="probcraft perfect 1 thread"))
         # The default list-of-arrays form (what a data loader gets): 2 threads against its 1.
         out.append(Case(g, "probcraft Viterbi list 1 thread", lambda o=ours, t=big: o.encode_batch(t, num_threads=1), nbytes=bb))
-        out.append(Case(g, "probcraft Viterbi list 2 threads", lambda o=ours, t=big: o.encode_batch(t, num_threads=2), nbytes=bb))
+        out.append(Case(g, "probcraft Viterbi list 2 threads", lambda o=ours, t=big: o.encode_batch(t, num_threads=2), nbytes=bb,
+                        pair="probcraft Viterbi list 1 thread"))
     out.extend(_jieba_cases(opts))
     return out
 

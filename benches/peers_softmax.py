@@ -48,8 +48,10 @@ def cases(opts) -> list[Case]:
         nb = x.nbytes
         g = f"softmax f32 {shape[0]}x{shape[1]}"
         out.append(Case(g, "np.copyto (memory floor)", lambda x=x, d=dst: np.copyto(d, x), nbytes=nb, ref=True))
-        out.append(Case(g, "probcraft.softmax", lambda x=x: probcraft.softmax(x, num_threads=th), nbytes=nb))
-        out.append(Case(g, "probcraft.softmax out=", lambda x=x, d=dst: probcraft.softmax(x, out=d, num_threads=th), nbytes=nb))
+        floor = "np.copyto (memory floor)"
+        out.append(Case(g, "probcraft.softmax", lambda x=x: probcraft.softmax(x, num_threads=th), nbytes=nb, pair=floor))
+        out.append(Case(g, "probcraft.softmax out=", lambda x=x, d=dst: probcraft.softmax(x, out=d, num_threads=th), nbytes=nb,
+                        pair=floor))
         out.append(Case(g, "numpy exp/sum", lambda x=x: _np_softmax(x), nbytes=nb))
         out.append(Case(g, "scipy.special.softmax", (lambda x=x: sps.softmax(x, axis=-1)) if sps else None,
                         nbytes=nb, skip=None if sps else "scipy not installed"))
@@ -98,6 +100,6 @@ def cases(opts) -> list[Case]:
     for t in sorted({2, 4, 8, 16} | {ncpu}):
         if t <= ncpu:
             out.append(Case(g, f"{t} threads", lambda t=t: probcraft.softmax(big, out=bdst, num_threads=t),
-                            nbytes=big.nbytes))
+                            nbytes=big.nbytes, pair="1 thread" if t == 2 else None))
     out.append(Case(g, "np.copyto 1 thread", lambda: np.copyto(bdst, big), nbytes=big.nbytes))
     return out
