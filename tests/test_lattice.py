@@ -440,6 +440,13 @@ def test_batch_reads_non_ascii_str_without_caching_utf8():
                 assert all(sys.getsizeof(t) > n for t, n in zip(fresh, sizes) if not t.isascii())
                 again = m.encode_batch(fresh, flat=True, num_threads=threads, **kw)
                 assert again[0].tolist() == want[0].tolist()
+        # str subclasses (stored apart from their object) are read as before.
+
+        class Text(str):
+            pass
+
+        got = m.encode_batch([Text(t) for t in texts], flat=True, num_threads=2, **kw)
+        assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
 
 
 def test_batch_lone_surrogate_is_reported_first():
