@@ -107,6 +107,13 @@ def test_threads_match_serial():
     x = RNG.standard_normal((300, 257)).astype(np.float32)
     for f in (probcraft.softmax, probcraft.sparsemax, probcraft.entmax15, probcraft.log_softmax):
         assert np.array_equal(f(x, num_threads=1), f(x, num_threads=2))
+    # The softmax family stays on one thread below 2^18 elements: a larger array for its pool.
+    big = RNG.standard_normal((1100, 257)).astype(np.float32)
+    g = RNG.standard_normal(big.shape).astype(np.float32)
+    y = probcraft.softmax(big)
+    for f in (probcraft.softmax, probcraft.log_softmax, probcraft.logsumexp):
+        assert np.array_equal(f(big, num_threads=1), f(big, num_threads=2))
+    assert np.array_equal(probcraft.softmax_vjp(y, g, num_threads=1), probcraft.softmax_vjp(y, g, num_threads=2))
     with pytest.raises(ValueError):
         probcraft.softmax(x, num_threads=0)
 

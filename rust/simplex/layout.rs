@@ -16,6 +16,25 @@ use crate::parallel;
 
 /// Arrays with fewer elements than this run serially: the pool's wake-up costs more.
 pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+/// [`PARALLEL_MIN_ELEMENTS`] for the softmax family's maps, a few vector operations per
+/// element: below this many the pool's wake-up (tens of µs in a VM) costs more than the second
+/// thread saves. Paired bursts of 1 and 2 threads (Zen 4 VM, float32, rows of 1024): softmax
+/// at 32 768, 65 536, 131 072 and 262 144 elements ran 0.52, 0.67, 0.88 and 1.30× as fast on
+/// two threads (log_softmax 0.48, 0.93, 0.87); sparsemax and entmax, many times the work per
+/// element, break even near `PARALLEL_MIN_ELEMENTS` or below it.
+pub(crate) const CHEAP_PARALLEL_MIN_ELEMENTS: usize = 1 << 18;
+
+/// `threads` for a map over `elements` elements that only gains from the pool from `min`
+/// elements on: one thread below (an invalid count is passed on, to be reported).
+pub(crate) fn threads_from(threads: Option<usize>, elements: usize, min: usize) -> Option<usize> {
+    let valid = threads.is_none_or(|t| (1..=parallel::MAX_THREADS).contains(&t));
+    if elements < min && valid {
+        Some(1)
+    } else {
+        threads
+    }
+}
+
 /// Elements per parallel task (rounded to whole rows).
 const TASK_ELEMENTS: usize = 1 << 14;
 
@@ -454,6 +473,20 @@ pub(crate) fn reduce_rows<T: Float, R: Copy + Send + Sync>(
 mod tests {
     use super::*;
     use ndarray::{ArrayD, IxDyn};
+
+    /// Small arrays run on one thread whatever was asked; large ones keep the request; an
+    /// invalid count is passed on untouched, so it is still reported.
+    #[test]
+    fn threads_from_small_arrays() {
+        let min = CHEAP_PARALLEL_MIN_ELEMENTS;
+        assert_eq!(threads_from(None, min - 1, min), Some(1));
+        assert_eq!(threads_from(Some(8), 10, min), Some(1));
+        assert_eq!(threads_from(None, min, min), None);
+        assert_eq!(threads_from(Some(8), min, min), Some(8));
+        assert_eq!(threads_from(Some(0), 10, min), Some(0));
+        let big = parallel::MAX_THREADS + 1;
+        assert_eq!(threads_from(Some(big), 10, min), Some(big));
+    }
 
     #[test]
     fn rows_along_every_axis() {

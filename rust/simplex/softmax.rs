@@ -17,9 +17,17 @@
 
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
-use super::layout::{map_rows, map_rows2, reduce_rows, Params, RowSpec};
+use super::layout::{
+    map_rows, map_rows2, reduce_rows, threads_from, Params, RowSpec, CHEAP_PARALLEL_MIN_ELEMENTS,
+};
 use super::{exp, kern, Float};
 use crate::error::{Error, Result};
+
+/// The thread count for one of this module's maps over `elements` elements (see
+/// [`CHEAP_PARALLEL_MIN_ELEMENTS`]).
+fn cheap(threads: Option<usize>, elements: usize) -> Option<usize> {
+    threads_from(threads, elements, CHEAP_PARALLEL_MIN_ELEMENTS)
+}
 
 /// `1/τ` in the element type, rejecting temperatures whose inverse is not finite there.
 pub(crate) fn inv_temperature<T: Float>(t: f64) -> Result<T> {
@@ -406,6 +414,7 @@ pub fn softmax<T: Float>(
     // copy would read them before the fence).
     let in_place = axis < out.ndim() && (out.shape()[axis] <= 1 || out.strides()[axis] == 1);
     let streaming = in_place && exp::stream_output(x.len() * std::mem::size_of::<T>());
+    let threads = cheap(threads, x.len());
     map_rows(x, axis, out, threads, |r, xr, o, w| {
         let c = match one {
             Some(c) => c,
@@ -433,7 +442,7 @@ pub fn log_softmax<T: Float>(
     let spec = RowSpec::new(x.shape(), axis)?;
     check_temperature::<T>(&temperature, spec.n_rows())?;
     let one = one_temperature::<T>(&temperature)?;
-    map_rows(x, axis, out, threads, |r, xr, o, w| {
+    map_rows(x, axis, out, cheap(threads, x.len()), |r, xr, o, w| {
         let c = match one {
             Some(c) => c,
             None => inv_temperature::<T>(temperature.get(r))?,
@@ -450,7 +459,7 @@ pub fn logsumexp<T: Float>(
     out: &mut [T],
     threads: Option<usize>,
 ) -> Result<()> {
-    reduce_rows(x, axis, out, threads, |_, xr, w| {
+    reduce_rows(x, axis, out, cheap(threads, x.len()), |_, xr, w| {
         Ok(T::from_f64(logsumexp_row(xr, &mut w.f)))
     })
 }
@@ -466,12 +475,19 @@ pub fn softmax_vjp<T: Float>(
 ) -> Result<()> {
     let spec = RowSpec::new(y.shape(), axis)?;
     check_temperature::<T>(&temperature, spec.n_rows())?;
-    map_rows2(y, g, axis, out, threads, |r, yr, gr, o, _| {
-        let c = T::from_f64(1.0 / temperature.get(r));
-        let d = T::from_f64(kern::dot(yr, gr));
-        kern::softmax_vjp(yr, gr, d, c, o);
-        Ok(())
-    })
+    map_rows2(
+        y,
+        g,
+        axis,
+        out,
+        cheap(threads, y.len()),
+        |r, yr, gr, o, _| {
+            let c = T::from_f64(1.0 / temperature.get(r));
+            let d = T::from_f64(kern::dot(yr, gr));
+            kern::softmax_vjp(yr, gr, d, c, o);
+            Ok(())
+        },
+    )
 }
 
 /// VJP of `log_softmax(x/τ)` from its output `z`: `(g − exp(z)·Σg) / τ`.
@@ -485,12 +501,19 @@ pub fn log_softmax_vjp<T: Float>(
 ) -> Result<()> {
     let spec = RowSpec::new(z.shape(), axis)?;
     check_temperature::<T>(&temperature, spec.n_rows())?;
-    map_rows2(z, g, axis, out, threads, |r, zr, gr, o, _| {
-        let c = T::from_f64(1.0 / temperature.get(r));
-        let s = T::from_f64(kern::sum(gr));
-        kern::log_softmax_vjp(zr, gr, s, c, o);
-        Ok(())
-    })
+    map_rows2(
+        z,
+        g,
+        axis,
+        out,
+        cheap(threads, z.len()),
+        |r, zr, gr, o, _| {
+            let c = T::from_f64(1.0 / temperature.get(r));
+            let s = T::from_f64(kern::sum(gr));
+            kern::log_softmax_vjp(zr, gr, s, c, o);
+            Ok(())
+        },
+    )
 }
 
 /// VJP of logsumexp from its *input* (its output does not determine the Jacobian):
@@ -510,7 +533,7 @@ pub fn logsumexp_vjp<T: Float>(
             spec.n_rows()
         )));
     }
-    map_rows(x, axis, out, threads, |r, xr, o, w| {
+    map_rows(x, axis, out, cheap(threads, x.len()), |r, xr, o, w| {
         softmax_row(xr, T::ONE, o, &mut w.f);
         kern::scale(o, T::from_f64(g[r]));
         Ok(())
