@@ -114,6 +114,13 @@ def test_threads_match_serial():
     for f in (probcraft.softmax, probcraft.log_softmax, probcraft.logsumexp):
         assert np.array_equal(f(big, num_threads=1), f(big, num_threads=2))
     assert np.array_equal(probcraft.softmax_vjp(y, g, num_threads=1), probcraft.softmax_vjp(y, g, num_threads=2))
+    # The losses, below and above that size (the softmax-based ones switch there, the others not).
+    for arr in (x, big):
+        t = RNG.integers(0, arr.shape[1], arr.shape[0])
+        for f in (losses.cross_entropy, losses.sparsemax_loss, lambda a, t, **k: losses.tailr_loss(a, t, gamma=0.5, **k)):
+            one = f(arr, t, reduction="none", return_grad=True, num_threads=1)
+            two = f(arr, t, reduction="none", return_grad=True, num_threads=2)
+            assert all(np.array_equal(a, b) for a, b in zip(one, two))
     with pytest.raises(ValueError):
         probcraft.softmax(x, num_threads=0)
 

@@ -20,7 +20,9 @@
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
 use super::entmax::{check_alpha, entmax_row};
-use super::layout::{run_rows, Params, PerRow, RowSpec, Rows};
+use super::layout::{
+    run_rows, threads_from, Params, PerRow, RowSpec, Rows, CHEAP_PARALLEL_MIN_ELEMENTS,
+};
 use super::sparsemax::sparsemax_row;
 use super::topk::{check_k, topk_row};
 use super::{softmax, Float};
@@ -179,6 +181,15 @@ pub fn loss_rows<T: Float>(
         None => None,
     };
     let lo = PerRow::new(losses);
+    // The softmax-based losses do a few vector operations per element, like softmax itself,
+    // and only gain from the pool on larger arrays: cross-entropy on 32 768 elements ran 0.32×
+    // as fast on two threads as on one (0.54× at 65 536, 1.14× at 262 144).
+    let threads = match loss {
+        Loss::CrossEntropy | Loss::Margin { .. } | Loss::Tailr { .. } => {
+            threads_from(threads, x.len(), CHEAP_PARALLEL_MIN_ELEMENTS)
+        }
+        _ => threads,
+    };
     run_rows::<T>(&spec, threads, |r, w| {
         let t = target[r];
         let mut xa = std::mem::take(&mut w.a);
