@@ -16,19 +16,6 @@ pub enum CodeUnits<'a> {
 }
 
 impl CodeUnits<'_> {
-    /// Number of code points.
-    pub fn len(&self) -> usize {
-        match self {
-            CodeUnits::Latin1(u) => u.len(),
-            CodeUnits::Ucs2(u) => u.len(),
-            CodeUnits::Ucs4(u) => u.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Position of the first code point UTF-8 cannot hold (a surrogate, U+D800–U+DFFF, or a
     /// value above U+10FFFF), if any.
     pub fn first_unencodable(&self) -> Option<usize> {

@@ -473,21 +473,10 @@ pub fn softmax_vjp<T: Float>(
     out: &mut ArrayViewMutD<'_, T>,
     threads: Option<usize>,
 ) -> Result<()> {
-    let spec = RowSpec::new(y.shape(), axis)?;
-    check_temperature::<T>(&temperature, spec.n_rows())?;
-    map_rows2(
-        y,
-        g,
-        axis,
-        out,
-        cheap(threads, y.len()),
-        |r, yr, gr, o, _| {
-            let c = T::from_f64(1.0 / temperature.get(r));
-            let d = T::from_f64(kern::dot(yr, gr));
-            kern::softmax_vjp(yr, gr, d, c, o);
-            Ok(())
-        },
-    )
+    vjp_rows(y, g, axis, temperature, out, threads, |yr, gr, c, o| {
+        let d = T::from_f64(kern::dot(yr, gr));
+        kern::softmax_vjp(yr, gr, d, c, o);
+    })
 }
 
 /// VJP of `log_softmax(x/τ)` from its output `z`: `(g − exp(z)·Σg) / τ`.
@@ -499,21 +488,30 @@ pub fn log_softmax_vjp<T: Float>(
     out: &mut ArrayViewMutD<'_, T>,
     threads: Option<usize>,
 ) -> Result<()> {
-    let spec = RowSpec::new(z.shape(), axis)?;
+    vjp_rows(z, g, axis, temperature, out, threads, |zr, gr, c, o| {
+        let s = T::from_f64(kern::sum(gr));
+        kern::log_softmax_vjp(zr, gr, s, c, o);
+    })
+}
+
+/// The two VJPs' common frame: `row(y_row, g_row, 1/τ, out_row)` for every row, the
+/// temperatures checked first.
+fn vjp_rows<T: Float>(
+    y: &ArrayViewD<'_, T>,
+    g: &ArrayViewD<'_, T>,
+    axis: usize,
+    temperature: Params<'_>,
+    out: &mut ArrayViewMutD<'_, T>,
+    threads: Option<usize>,
+    row: impl Fn(&[T], &[T], T, &mut [T]) + Sync,
+) -> Result<()> {
+    let spec = RowSpec::new(y.shape(), axis)?;
     check_temperature::<T>(&temperature, spec.n_rows())?;
-    map_rows2(
-        z,
-        g,
-        axis,
-        out,
-        cheap(threads, z.len()),
-        |r, zr, gr, o, _| {
-            let c = T::from_f64(1.0 / temperature.get(r));
-            let s = T::from_f64(kern::sum(gr));
-            kern::log_softmax_vjp(zr, gr, s, c, o);
-            Ok(())
-        },
-    )
+    let threads = cheap(threads, y.len());
+    map_rows2(y, g, axis, out, threads, |r, yr, gr, o, _| {
+        row(yr, gr, T::from_f64(1.0 / temperature.get(r)), o);
+        Ok(())
+    })
 }
 
 /// VJP of logsumexp from its *input* (its output does not determine the Jacobian):
