@@ -705,3 +705,99 @@ def test_word_caches_on_the_shared_corpus(shared_dir):
              .split("\n") if ln][:1500]
     m = Unigram.from_sentencepiece(str(path))
     assert _with_word_caches(m, lines) == _without_word_caches(str(path), lines)
+
+
+# --------------------------------------------------------------------------- large alpha, limits
+
+
+def test_entropy_stays_exact_at_large_alpha():
+    # "ab" ties with "a" + "b" (float32-exact scores), so several segmentations share the best
+    # score and the entropy tends to log(#ties), not 0. The old `log Z − α·E[score]` form
+    # multiplied the rounding of E[score] by α (12.8 nats for a 9.4-nat lattice at α = 5e6).
+    pairs = [("a", -1.0), ("b", -2.0), ("ab", -3.0), ("ba", -3.5), ("aba", -4.25)]
+    m = Unigram.from_pieces(pairs)
+    table = {p: (i, s) for i, (p, s) in enumerate(pairs)}
+    text = "abababab"
+    tot = [sum(e[3] for e in p) for p in brute_paths(table, text, None, 0.0)]
+    best = max(tot)
+    for alpha in (1e2, 1e4, 1e6):
+        logw = [alpha * (t - best) for t in tot]  # exact differences: no cancellation here
+        lz = lse(logw)
+        ent = -sum(math.exp(x - lz) * (x - lz) for x in logw)
+        assert ent > 2.0  # 16 tied best segmentations
+        assert m.entropy(text, alpha) == pytest.approx(ent, abs=1e-6)
+        assert m.marginals(text, alpha)["entropy"] == pytest.approx(ent, abs=1e-6)
+
+
+def test_alpha_above_the_limit_is_refused():
+    m = Unigram.from_pieces([("a", -1.0), ("b", -2.0), ("ab", -3.0)])
+    m.encode("ab", alpha=1e6, seed=0)
+    for call in (
+        lambda a: m.encode("ab", alpha=a, seed=0),
+        lambda a: m.encode_batch(["ab"], alpha=a, seed=0),
+        lambda a: m.sample("ab", 2, alpha=a, seed=0),
+        lambda a: m.entropy("ab", a),
+        lambda a: m.log_prob("ab", [2], a),
+        lambda a: m.marginals("ab", a),
+        lambda a: m.prefix_candidates("ab", a),
+    ):
+        with pytest.raises(ValueError, match="at most 1e6"):
+            call(1.37e18)
+
+
+def test_sampling_without_replacement_is_bounded():
+    # 'ab'·200 has ~10^80 segmentations; a beam of 2^20 over 400 positions kept ~10^9 links
+    # (minutes, tens of GB) before the limit.
+    m = Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5), ("ba", -1.5), ("aba", -2.0)])
+    with pytest.raises(probcraft.LimitError, match="partial paths"):
+        m.sample("ab" * 200, 2**20, alpha=0.1, seed=1, replace=False)
+    # Within the limit the same text still samples.
+    assert len(m.sample("ab" * 200, 1000, alpha=0.1, seed=1, replace=False)) == 1000
+
+
+def test_interrupt_while_numpy_api_resolves_is_a_keyboard_interrupt(tmp_path):
+    # rust-numpy resolves numpy's C API on first use, running `numpy.lib.NumpyVersion`; a
+    # Ctrl-C pending then (after a long first lattice call without the GIL) made it panic: a
+    # PanicException instead of KeyboardInterrupt. Simulated: NumpyVersion raises it once.
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        "import numpy.lib\n"
+        "real = numpy.lib.NumpyVersion\n"
+        "def once(*a):\n"
+        "    numpy.lib.NumpyVersion = real\n"
+        "    raise KeyboardInterrupt\n"
+        "numpy.lib.NumpyVersion = once\n"
+        "try:\n"
+        "    import probcraft\n"
+        "    probcraft.Unigram.from_pieces([('a', -1.0), ('b', -2.0)]).encode('ab')\n"
+        "    print('no interrupt')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupt')\n"
+        "except BaseException as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    import subprocess
+
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["interrupt"], r.stdout + r.stderr
+
+
+def test_out_of_range_integer_arguments_are_named():
+    m = Unigram.from_pieces([("a", -1.0), ("b", -2.0), ("ab", -3.0)])
+    cases = [
+        ("seed", lambda: m.encode("ab", alpha=0.1, seed=-1)),
+        ("seed", lambda: m.encode_as_pieces("ab", alpha=0.1, seed=2**64)),
+        ("seed", lambda: m.encode_batch(["ab"], alpha=0.1, seed=-1)),
+        ("num_threads", lambda: m.encode_batch(["ab"], num_threads=-2)),
+        ("stream_offset", lambda: m.encode_batch(["ab"], alpha=0.1, seed=1, stream_offset=-1, flat=True)),
+        ("k", lambda: m.nbest("ab", -1)),
+        ("n", lambda: m.sample("ab", -1, alpha=0.1)),
+        ("seed", lambda: m.sample("ab", 1, alpha=0.1, seed=-5)),
+        ("id -1", lambda: m.id_to_piece(-1)),
+        ("id 1180591620717411303424", lambda: m.id_to_piece(2**70)),
+        ("id 1180591620717411303424", lambda: m.score(2**70)),
+    ]
+    for name, call in cases:
+        with pytest.raises(ValueError, match=name):
+            call()

@@ -24,7 +24,9 @@ samples ``p_α`` exactly; ``"ffbs"`` (forward filtering, backward sampling, Sent
 from the original "Viterbi Sampling" post and is **biased** (with three equal candidates the
 last one wins half the time) — kept only for reproducing old results. ``alpha=0`` samples
 uniformly over all segmentations (unlike HF ``tokenizers``, where it means deterministic).
-Guidance: ``alpha=0.1`` is very random; many use 0.2–0.5.
+Guidance: ``alpha=0.1`` is very random; many use 0.2–0.5. ``alpha`` is at most ``1e6``: beyond
+that, log-probabilities (differences of sums of ``α·score``) lose their precision in double
+arithmetic, and the distribution is the Viterbi path's in all but near-ties anyway.
 
 Seeds: ``seed=None`` draws fresh OS entropy per call; with a seed, batch item ``i`` uses the
 random stream ``(seed, stream_offset + i)``, so results never depend on thread count, batch
@@ -40,8 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 from . import _core
 
 if TYPE_CHECKING:
-    # numpy is imported lazily by the extension on first use; importing it here would start
-    # BLAS threads at `import probcraft` (the package promises no threads at import).
+    # Type names only: the extension builds every array (and imports numpy when it loads).
     import numpy as np
     import numpy.typing as npt
 
@@ -53,6 +54,16 @@ Text = Union[str, bytes, bytearray]
 Source = Union[str, "os.PathLike[str]", bytes, bytearray]
 
 __all__ = ["Unigram"]
+
+
+def _overflow(e: OverflowError, **args: Any) -> BaseException:
+    """The error for an integer argument out of the native range (pyo3's ``OverflowError``
+    names no argument): a ``ValueError`` naming the first one out of ``[0, 2**64)``, else
+    ``e`` itself. Only runs after a call failed, so valid calls pay nothing."""
+    for name, v in args.items():
+        if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v < 2**64:
+            return ValueError(f"{name} must be an int in [0, 2**64), got {v}")
+    return e
 
 
 class Unigram:
@@ -186,7 +197,10 @@ class Unigram:
 
     def id_to_piece(self, i: int) -> Union[str, bytes]:
         """The piece string of id ``i`` (``bytes`` for byte-level models)."""
-        return self._m.id_to_piece(i)
+        try:
+            return self._m.id_to_piece(i)
+        except OverflowError:
+            raise self._id_range(i) from None
 
     def piece_to_id(self, piece: Union[str, bytes]) -> Optional[int]:
         """The id of ``piece``, or ``None`` when it is not in the vocabulary."""
@@ -194,7 +208,14 @@ class Unigram:
 
     def score(self, i: int) -> float:
         """The stored log-probability of id ``i``."""
-        return self._m.score(i)
+        try:
+            return self._m.score(i)
+        except OverflowError:
+            raise self._id_range(i) from None
+
+    def _id_range(self, i: int) -> ValueError:
+        # The native message, for ids too large for a C long too.
+        return ValueError(f"id {i} is out of range for a vocabulary of {len(self)} pieces")
 
     def normalize(self, text: Text) -> Union[str, bytes]:
         """The text the lattice is built on."""
@@ -216,7 +237,10 @@ class Unigram:
         dictionaries have no UNK piece: a character no word covers is its own token, id -1
         (its surface is in :meth:`encode_as_pieces`).
         """
-        return self._m.encode(text, alpha=alpha, seed=seed, method=method)
+        try:
+            return self._m.encode(text, alpha=alpha, seed=seed, method=method)
+        except OverflowError as e:
+            raise _overflow(e, seed=seed) from None
 
     def encode_as_pieces(
         self,
@@ -227,7 +251,10 @@ class Unigram:
         method: str = "perfect",
     ) -> list[Any]:
         """Like :meth:`encode` but returns the pieces' surface strings."""
-        return self._m.encode_as_pieces(text, alpha=alpha, seed=seed, method=method)
+        try:
+            return self._m.encode_as_pieces(text, alpha=alpha, seed=seed, method=method)
+        except OverflowError as e:
+            raise _overflow(e, seed=seed) from None
 
     def encode_batch(
         self,
@@ -259,6 +286,22 @@ class Unigram:
         ([2, 1, 0], [0, 1, 3, 3])
         """
         kw = dict(alpha=alpha, seed=seed, num_threads=num_threads, method=method)
+        try:
+            return self._encode_batch(texts, kw, flat, stream_offset, arrow, indices)
+        except OverflowError as e:
+            raise _overflow(
+                e, seed=seed, num_threads=num_threads, stream_offset=stream_offset
+            ) from None
+
+    def _encode_batch(
+        self,
+        texts: Sequence[Text],
+        kw: dict[str, Any],
+        flat: bool,
+        stream_offset: int,
+        arrow: Union[bool, str],
+        indices: Optional[Sequence[int]],
+    ) -> Any:
         if indices is None and not flat and not arrow:
             # Each finished chunk's arrays are made between the chunks this thread encodes.
             return self._m.encode_batch_list(texts, stream_offset=stream_offset, **kw)
@@ -320,7 +363,10 @@ class Unigram:
         """The ``k`` best segmentations with their scores ``Σ v``, best first; exact for any
         text length (no agenda cap). ``k=0`` returns ``[]``; fewer than ``k`` results when the
         text has fewer segmentations."""
-        return self._m.nbest(text, k)
+        try:
+            return self._m.nbest(text, k)
+        except OverflowError as e:
+            raise _overflow(e, k=k) from None
 
     def sample(
         self,
@@ -340,7 +386,10 @@ class Unigram:
         inclusion probability ``1 − exp(−exp(log_prob − κ))`` for the ``(n+1)``-th perturbed
         value ``κ`` (1.0 when the text has at most ``n`` segmentations).
         """
-        return self._m.sample(text, n, alpha=alpha, seed=seed, replace=replace, method=method)
+        try:
+            return self._m.sample(text, n, alpha=alpha, seed=seed, replace=replace, method=method)
+        except OverflowError as e:
+            raise _overflow(e, n=n, seed=seed) from None
 
     def log_partition(self, text: Text, alpha: float = 1.0) -> float:
         """``log Z_α = log Σ_w exp(α·score(w))``; at ``alpha=0`` the log of the number of

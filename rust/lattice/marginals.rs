@@ -3,8 +3,8 @@
 //! EM ([`expected_counts`]) and the token-healing distribution ([`prefix_candidates`]).
 //!
 //! Forward `Z(i)` and backward `B(i)` run in the log domain over a built [`Lattice`]; an edge's
-//! marginal is `Z(s)·exp(α v)·B(e)/Z`, a boundary's `Z(i)·B(i)/Z`, and the entropy is
-//! `log Z − α·E[score]`.
+//! marginal is `Z(s)·exp(α v)·B(e)/Z`, a boundary's `Z(i)·B(i)/Z`; the entropy comes from the
+//! forward values alone ([`entropy_forward`]).
 
 use super::graph::{logaddexp, Lattice};
 use super::model::{Model, Weights};
@@ -79,7 +79,7 @@ pub fn marginals(model: &Model, text: &[u8], lat: &Lattice, w: &Weights) -> Resu
         .filter(|(_, &c)| c > 0.0)
         .map(|(i, &c)| (i as u32, c))
         .collect();
-    let entropy = entropy_from(lz, w.alpha, expected_score);
+    let entropy = entropy_forward(lat, w, &z);
     Ok(Marginals {
         log_z: lz,
         entropy,
@@ -91,24 +91,45 @@ pub fn marginals(model: &Model, text: &[u8], lat: &Lattice, w: &Weights) -> Resu
     })
 }
 
-fn entropy_from(log_z: f64, alpha: f64, expected_score: f64) -> f64 {
-    let h = log_z - alpha * expected_score;
+/// Entropy of `p_α` from the forward log-partitions `z`. Read from the end, a path is a
+/// Markov chain: the last edge into `e` is `s → e` with probability
+/// `q = Z(s)·exp(α v)/Z(e)`, so `H(e) = Σ q·(−ln q + H(s))` and the entropy is `H(n)`. Each
+/// `−ln q = ln Z(e) − ln Z(s) − α v` is a difference of neighbouring forward values, whose
+/// error stays at their own rounding. The textbook `ln Z − α·E[score]` subtracts two totals
+/// that grow with α, and the error of `E[score]` is multiplied by α: at α = 5·10⁶ it gave
+/// 12.8 nats for a text with 9.4 nats' worth of segmentations.
+fn entropy_forward(lat: &Lattice, w: &Weights, z: &[f64]) -> f64 {
+    let mut h = vec![0f64; lat.n + 1];
+    for e in 1..=lat.n {
+        if z[e] == f64::NEG_INFINITY {
+            continue;
+        }
+        let (mut mass, mut acc) = (0.0, 0.0);
+        for &k in lat.into_idx(e) {
+            let ed = lat.edges[k as usize];
+            let s = ed.s as usize;
+            let neg_log_q = z[e] - z[s] - w.log_w[ed.id as usize];
+            if neg_log_q == f64::INFINITY {
+                continue;
+            }
+            let q = (-neg_log_q).exp();
+            mass += q;
+            acc += q * (neg_log_q + h[s]);
+        }
+        // The `q` sum to 1 only up to the rounding of `z`; a bias of 10⁻¹¹ per position
+        // compounds through `H(s)` over a long text (6·10⁻⁹ relative over 10⁶ positions), so
+        // each position's distribution is renormalised: `H = Σ q̂·(−ln q̂ + H(s))`, `q̂ = q/mass`.
+        h[e] = acc / mass + mass.ln();
+    }
     // Rounding can push a point mass a hair below zero.
-    h.max(0.0)
+    h[lat.n].max(0.0)
 }
 
 /// Entropy of `p_α` (nats).
 pub fn entropy(model: &Model, text: &[u8], lat: &Lattice, w: &Weights) -> Result<f64> {
-    let (z, b) = passes(model, text, lat, w)?;
-    let lz = z[lat.n];
-    let mut es = 0.0;
-    for ed in &lat.edges {
-        let lp = z[ed.s as usize] + w.log_w[ed.id as usize] + b[ed.e as usize] - lz;
-        if lp > f64::NEG_INFINITY {
-            es += lp.exp() * model.score(ed.id);
-        }
-    }
-    Ok(entropy_from(lz, w.alpha, es))
+    let z = lat.forward(w);
+    lat.check_reachable(model, text, &z)?;
+    Ok(entropy_forward(lat, w, &z))
 }
 
 /// The E-step of unigram EM: adds each piece's expected count under `p_α` to `counts`

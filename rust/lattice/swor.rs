@@ -11,6 +11,7 @@
 
 use super::graph::Lattice;
 use super::model::{Model, Weights};
+use super::nbest::MAX_PARTIAL_PATHS;
 use crate::error::{Error, Result};
 use crate::rng::Stream;
 
@@ -113,10 +114,14 @@ pub fn sample_without_replacement(
             next.truncate(width);
         }
         std::mem::swap(&mut beam, &mut next);
-        if links.len() >= u32::MAX as usize - 1 {
-            return Err(Error::Limit(
-                "sampling without replacement: search too large".into(),
-            ));
+        // Every expanded node keeps a link (8 bytes) until the end: bounded like the k-best
+        // arena, so that a long text with a large n is refused after ~2 s instead of running
+        // for minutes into tens of GiB (a 400-character text with n = 2²⁰: 196 s, 10.8 GB).
+        if links.len() > MAX_PARTIAL_PATHS {
+            return Err(Error::Limit(format!(
+                "sampling without replacement needs more than {MAX_PARTIAL_PATHS} partial paths \
+                 (about text length × n × pieces per position); use a smaller n or a shorter text"
+            )));
         }
     }
     beam.sort_by(|a, b| b.g.total_cmp(&a.g));

@@ -134,6 +134,12 @@ fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // rust-numpy resolves numpy's C API on the first array it touches and panics if that
+    // fails; the resolution runs Python code (`numpy.lib.NumpyVersion`), so a Ctrl-C pending
+    // after a long first call (a lattice call runs without the GIL before building its first
+    // array) surfaced as a `PanicException`, which gets past `except Exception`, instead of
+    // `KeyboardInterrupt`. Resolved here, fallibly: every later use is a cached lookup.
+    numpy::get_array_module(py)?;
     m.add("__version__", crate::VERSION)?;
     m.add("ModelFormatError", py.get_type::<ModelFormatError>())?;
     m.add("LimitError", py.get_type::<LimitError>())?;
