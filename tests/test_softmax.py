@@ -449,6 +449,36 @@ def test_bad_inputs_raise_clear_errors():
         losses.emo_loss(np.zeros((1, 3)), np.array([0]), np.zeros((3, 2)))
 
 
+def test_tailr_gamma_zero_is_cross_entropy_where_the_target_underflows():
+    # p_t = exp(-1000) is 0 in float64: the TaiLr weight p_t/(γ + (1−γ)p_t) was 0/0 = NaN.
+    for x in (np.array([[1000.0, 0, 0, 0]]), np.array([[0.0, 0, 0, -np.inf]])):
+        t = np.array([3])
+        lt, gt = losses.tailr_loss(x, t, gamma=0.0, return_grad=True)
+        lc, gc = losses.cross_entropy(x, t, return_grad=True)
+        assert lt == lc
+        np.testing.assert_array_equal(gt, gc)
+        assert np.isfinite(gt).all()
+
+
+def test_topk_softmax_large_k_matches_sort():
+    # k close to n: the selection buffer is filled by one sort, not k insertions (which were
+    # O(k²): 89 s at k = 10⁶). Ties are broken by the lower index, as in torch.topk.
+    rng = np.random.default_rng(5)
+    # Rounding leaves ties, and −0 beside +0 (equal values: the lower index wins).
+    for x in (rng.standard_normal(3000), np.round(rng.standard_normal(3000), 1),
+              np.arange(3000.0) / 8, -np.arange(3000.0) / 8):
+        for k in (1500, 2999):
+            y = probcraft.topk_softmax(x, k)
+            order = np.lexsort((np.arange(x.size), -x))[:k]
+            want = np.zeros_like(x)
+            want[order] = scipy_special.softmax(x[order])
+            np.testing.assert_allclose(y, want, rtol=1e-12, atol=0)
+    # Signed zeros only: every selection path takes the first k (±0 are equal values).
+    z = np.where(rng.random(3000) < 0.5, -0.0, 0.0)
+    for k in (5, 40, 1500, 2999):
+        np.testing.assert_array_equal(np.flatnonzero(probcraft.topk_softmax(z, k)), np.arange(k))
+
+
 # ---------------------------------------------------------------- properties
 rows = hnp.arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 40)),
                   elements=st.floats(-50, 50, allow_nan=False, allow_infinity=False))

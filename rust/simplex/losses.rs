@@ -299,7 +299,13 @@ fn loss_row<T: Float>(
             } else {
                 -((1.0 - gamma) * (pt - 1.0)).ln_1p() / (1.0 - gamma)
             };
-            (value, pt / (gamma + (1.0 - gamma) * pt))
+            // γ = 0 is cross-entropy: weight 1 even where `p_t` underflows to 0 (0/0 there).
+            let weight = if gamma == 0.0 {
+                1.0
+            } else {
+                pt / (gamma + (1.0 - gamma) * pt)
+            };
+            (value, weight)
         }
         Loss::Emo { emb, dim } => {
             softmax::softmax_row(x, T::ONE, p, &mut w.f);

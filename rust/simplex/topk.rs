@@ -81,7 +81,7 @@ pub(crate) fn select_topk_checked<T: Float>(
         sel.extend(0..n as u32);
         vals.extend(x.iter().map(|v| v.to_f64()));
     } else {
-        select_insertion(x, k, sel, vals);
+        select_insertion(x, k, sel, vals, cand);
     }
     out.fill(T::ZERO);
     true
@@ -137,11 +137,9 @@ fn select_bounded<T: Float>(
         cand.truncate(k);
     } else {
         // Many ties with the bound (or a row of mostly −∞): linear selection first.
-        // Descending value, then ascending index: a total order (no NaN), so the k-th is unique.
-        let cmp = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        cand.select_nth_unstable_by(k - 1, cmp);
+        cand.select_nth_unstable_by(k - 1, by_value_then_index);
         cand.truncate(k);
-        cand.sort_unstable_by(cmp);
+        cand.sort_unstable_by(by_value_then_index);
     }
     for &(v, i) in cand.iter() {
         vals.push(v);
@@ -581,44 +579,70 @@ pub(crate) fn collect_at_least_portable<T: Float>(x: &[T], t: T, cand: &mut Vec<
 }
 
 /// Selection for large k: one pass that keeps the k best `(value, index)` pairs seen so far
-/// in a sorted buffer and only touches it for entries above its current k-th value. For
-/// inputs in random order that is `O(n + k log k · log n)`; an adversarial order (increasing
-/// values) would make it `O(n k)`, so after a budget of insertions the row falls back to
-/// introselect (`select_nth_unstable`, worst-case linear).
-fn select_insertion<T: Float>(x: &[T], k: usize, sel: &mut Vec<u32>, vals: &mut Vec<f64>) {
-    let mut budget = 8 * x.len() / k.max(1) + 64;
-    let mut thr = f64::NEG_INFINITY;
-    let mut full = false;
-    for (ci, chunk) in x.chunks(16).enumerate() {
+/// in a sorted buffer and only touches it for entries above its current k-th value. The
+/// buffer starts as the first k entries sorted once (inserting them one by one shifted up to
+/// k entries each: `O(k²)`, 89 s for k = 10⁶). For inputs in random order that is
+/// `O(n + k log k · log n)`; an adversarial order (increasing values) would make it `O(n k)`,
+/// so after a budget of insertions the row falls back to introselect
+/// (`select_nth_unstable`, worst-case linear). `first` is scratch.
+fn select_insertion<T: Float>(
+    x: &[T],
+    k: usize,
+    sel: &mut Vec<u32>,
+    vals: &mut Vec<f64>,
+    first: &mut Vec<(f64, u32)>,
+) {
+    if k == 0 {
+        return;
+    }
+    first.clear();
+    first.extend(
+        x[..k]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.to_f64(), i as u32)),
+    );
+    // Descending value, then ascending index: where the insertions put equal values.
+    first.sort_unstable_by(by_value_then_index);
+    vals.extend(first.iter().map(|p| p.0));
+    sel.extend(first.iter().map(|p| p.1));
+    let mut budget = 8 * x.len() / k + 64;
+    let mut thr = vals[k - 1];
+    for (ci, chunk) in x[k..].chunks(16).enumerate() {
         // Most chunks hold nothing above the current k-th value: one vectorised test decides
         // that (`thr` is an element value, so it is exact in `T`).
-        if full && !kern::any_at_least(chunk, T::from_f64(thr), true) {
+        if !kern::any_at_least(chunk, T::from_f64(thr), true) {
             continue;
         }
         for (j, &v) in chunk.iter().enumerate() {
-            let i = ci * 16 + j;
+            let i = k + ci * 16 + j;
             let v = v.to_f64();
-            if full && v <= thr {
+            if v <= thr {
                 continue;
             }
-            // Insertion into the sorted (descending) buffer, after equal values (lower index wins).
-            let pos = vals.partition_point(|&b| b >= v);
-            if full {
-                if budget == 0 {
-                    return select_fallback(x, k, sel, vals);
-                }
-                budget -= 1;
-                vals.pop();
-                sel.pop();
+            if budget == 0 {
+                return select_fallback(x, k, sel, vals);
             }
+            budget -= 1;
+            // Insertion into the sorted (descending) buffer, after equal values (lower index
+            // wins).
+            let pos = vals.partition_point(|&b| b >= v);
+            vals.pop();
+            sel.pop();
             vals.insert(pos, v);
             sel.insert(pos, i as u32);
-            full = vals.len() == k;
-            if full {
-                thr = vals[k - 1];
-            }
+            thr = vals[k - 1];
         }
     }
+}
+
+/// Descending value, then ascending index: a total order on NaN-free rows (the selections run
+/// after the NaN check), so the k-th element is unique. `−0` and `+0` are equal values, as in
+/// the comparisons of the insertion pass (`total_cmp` would rank `+0` first whatever its index).
+fn by_value_then_index(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
+    b.0.partial_cmp(&a.0)
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then(a.1.cmp(&b.1))
 }
 
 fn select_fallback<T: Float>(x: &[T], k: usize, sel: &mut Vec<u32>, vals: &mut Vec<f64>) {
@@ -627,11 +651,9 @@ fn select_fallback<T: Float>(x: &[T], k: usize, sel: &mut Vec<u32>, vals: &mut V
         .enumerate()
         .map(|(i, v)| (v.to_f64(), i as u32))
         .collect();
-    // Descending value, then ascending index: a total order, so the k-th element is unique.
-    let cmp = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    all.select_nth_unstable_by(k - 1, cmp);
+    all.select_nth_unstable_by(k - 1, by_value_then_index);
     all.truncate(k);
-    all.sort_unstable_by(cmp);
+    all.sort_unstable_by(by_value_then_index);
     sel.clear();
     vals.clear();
     for (v, i) in all {
@@ -723,18 +745,18 @@ mod tests {
         let mut sel = Vec::new();
         let mut vals = Vec::new();
         for n in [5usize, 50, 500] {
-            // Increasing order exhausts the insertion budget and exercises the fallback.
-            for inc in [false, true] {
+            // Increasing order exhausts the insertion budget and exercises the fallback;
+            // decreasing order inserts nothing after the sorted first k; k = n − 1 is almost
+            // all fill.
+            for (pat, inc) in [(0, false), (1, true), (2, false)] {
                 let x: Vec<f32> = (0..n)
-                    .map(|i| {
-                        if inc {
-                            i as f32
-                        } else {
-                            ((i * 7919) % 97) as f32
-                        }
+                    .map(|i| match pat {
+                        0 => ((i * 7919) % 97) as f32,
+                        1 => i as f32,
+                        _ => -(i as f32),
                     })
                     .collect();
-                for k in [1usize, 3, n / 2 + 1] {
+                for k in [1usize, 3, n / 2 + 1, n - 1] {
                     select_topk(&x, k, &mut sel, &mut vals);
                     let mut idx: Vec<usize> = (0..n).collect();
                     idx.sort_by(|&a, &b| x[b].partial_cmp(&x[a]).unwrap().then(a.cmp(&b)));
