@@ -90,10 +90,10 @@ impl Stream {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// Uniform in the open interval `(0, 1)`: safe to take `ln` of.
+    /// Uniform in the open interval `(0, 1)`: safe to take `ln` of, and of `1 − u`.
     #[inline]
     pub fn next_f64_open(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+        open_unit(self.next_u64())
     }
 
     /// Standard Gumbel variate `-ln(-ln U)`.
@@ -182,8 +182,28 @@ impl Draws {
     }
 }
 
+/// The open-interval uniform of one `u64` draw (see [`Stream::next_f64_open`]).
+#[inline]
+fn open_unit(bits: u64) -> f64 {
+    // `(2⁵³ − 1) + 0.5` rounds to `2⁵³` (ties to even), i.e. exactly 1.0 once in 2⁵³ draws
+    // (a Gumbel of +∞, an infinite real-line Fourier sample); only that draw moves, to the
+    // largest double below 1.
+    (((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)).min(1.0 - f64::EPSILON / 2.0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn open_unit_never_reaches_either_end() {
+        use super::open_unit;
+        assert!(open_unit(u64::MAX) < 1.0);
+        assert_eq!(open_unit(u64::MAX), 1.0 - f64::EPSILON / 2.0);
+        assert!(open_unit(0) > 0.0);
+        // Every other draw is unchanged by the bound.
+        let b = (1u64 << 53) - 2;
+        assert_eq!(open_unit(b << 11), (b as f64 + 0.5) / (1u64 << 53) as f64);
+    }
+
     use super::*;
 
     #[test]

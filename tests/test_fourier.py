@@ -390,6 +390,140 @@ def test_bad_input() -> None:
     assert d.pdf(3.0) == 0.0 and d.logpdf(-3.0) == -np.inf
 
 
+# -- robustness regressions (audit) ------------------------------------------------------
+
+# Written by the version before fit_info was pickled: FourierDensity([1, 0.5-0.25j],
+# domain="real", scale=2.0, offset=0.5).
+OLD_PICKLE = (
+    b"\x80\x04\x95\xe0\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94\x8c\x07getattr\x94\x93"
+    b"\x94\x8c\x11probcraft.fourier\x94\x8c\x0eFourierDensity\x94\x93\x94\x8c\x05_wrap\x94\x86"
+    b"\x94R\x94h\x02\x8c\x0fprobcraft._core\x94\x8c\x0cFourierModel\x94\x93\x94\x8c\x0b_from_stat"
+    b"e\x94\x86\x94R\x94CRPCfd\x01\x00\x04\x00\x00\x00\x00\x00\x00\x00real\x01\x00\x00\x00\x00"
+    b"\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00@\x00\x00\x00\x00"
+    b"\x00\x00\xe0?\x00\x00\x00\x00\x00\x00\xf0?\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    b"\x00\x00\xe0?\x00\x00\x00\x00\x00\x00\xd0\xbf\x94\x85\x94R\x94\x88\x86\x94R\x94."
+)
+
+
+def test_quantized_cdf_rejects_huge_num_bins_up_front() -> None:
+    import time
+
+    d = FourierDensity([1.0, 0.5])
+    # 2**40 aborted the process on allocation, 2**62 overflowed a capacity, 2**64 did not
+    # convert, and 10**8 computed every bin mass (3.5 s) before the LimitError.
+    for nb in (2**40, 2**62, 2**64, 10**8, 17):
+        t0 = time.perf_counter()
+        with pytest.raises(probcraft.LimitError, match="num_bins"):
+            d.quantized_cdf(4, num_bins=nb)
+        assert time.perf_counter() - t0 < 0.5
+    assert d.quantized_cdf(4, num_bins=16).cdf.shape == (1, 17)
+    # num_bins means nothing on the real line: neither the default nor a huge value is checked.
+    r = FourierDensity([1.0, 0.5], domain="real", scale=0.5)
+    assert r.quantized_cdf(4).overflow and r.quantized_cdf(4, num_bins=2**80).overflow
+
+
+def test_quantized_cdf_tiny_tail_mass() -> None:
+    # 1 - 1e-16/2 == 1.0: the upper quantile used to be +inf ("central range does not fit").
+    d = FourierDensity([1.0, 0.5], domain="real")
+    t = d.quantized_cdf(16, tail_mass=1e-16)
+    lo, n = int(t.offset[0]), int(t.cdf_length[0]) - 2
+    hi = lo + n - 1
+    assert d.bin_mass(hi + 0.5, np.inf) <= 5e-17 < d.bin_mass(hi - 0.5, np.inf)
+    assert d.bin_mass(-np.inf, lo - 0.5) <= 5e-17 < d.bin_mass(-np.inf, lo + 0.5)
+    # Ordinary tail masses give the quantile bounds as before.
+    for tm in (1e-3, 2.0**-8):
+        t = d.quantized_cdf(16, tail_mass=tm)
+        lo, hi = np.floor(d.ppf(tm / 2)), np.ceil(d.ppf(1 - tm / 2))
+        assert t.offset[0] == lo and t.cdf_length[0] == hi - lo + 3
+
+
+def test_adam_batch_size_is_capped_and_validated() -> None:
+    y = np.random.default_rng(3).normal(size=200)
+    kw = dict(optimizer="adam", steps=3, seed=1)
+    # 2**40 draws per step aborted or exhausted memory; 2**80 did not convert to an integer.
+    big = FourierDensity.fit(y, 3, batch_size=2**40, **kw)
+    same = FourierDensity.fit(y, 3, batch_size=200, **kw)
+    np.testing.assert_array_equal(big.coeffs, same.coeffs)
+    np.testing.assert_array_equal(FourierDensity.fit(y, 3, batch_size=2**80, **kw).coeffs, same.coeffs)
+    with pytest.raises(ValueError, match="batch_size"):
+        FourierDensity.fit(y, 3, batch_size=0, **kw)
+    with pytest.raises(TypeError, match="batch_size"):
+        FourierDensity.fit(y, 3, batch_size=2.5, **kw)
+
+
+def test_weights_scale_does_not_matter() -> None:
+    d = FourierDensity([1.0, 0.5])
+    x = [0.1, 0.2]
+    base = d.nll(x)
+    for w in (1e308, 1e-320, 5e-324):
+        assert d.nll(x, weights=[w, w]) == pytest.approx(base, abs=1e-14)
+    r = FourierDensity([1.0, 0.5 + 0.2j], domain="real", scale=1.5)
+    g0 = r.nll_grad(x)
+    for w in (1e308, 1e-320):
+        g = r.nll_grad(x, weights=[w, w])
+        assert g.nll == pytest.approx(g0.nll, abs=1e-14)
+        np.testing.assert_allclose(g.coeffs, g0.coeffs, atol=1e-13)
+        assert g.scale == pytest.approx(g0.scale, abs=1e-13)
+        assert g.offset == pytest.approx(g0.offset, abs=1e-13)
+    y = np.random.default_rng(5).normal(size=300)
+    for kw in (dict(), dict(optimizer="adam", steps=40), dict(optimizer="adam", steps=40, batch_size=64)):
+        want = FourierDensity.fit(y, 5, **kw).fit_info
+        for w in (1e307, 1e-320):
+            got = FourierDensity.fit(y, 5, weights=np.full(300, w), **kw).fit_info
+            assert got["iterations"] > 0
+            assert got["nll"] == pytest.approx(want["nll"], abs=1e-9), (kw, w)
+    # Per channel: each row has its own scale.
+    rows = np.stack([y, 0.5 * y + 1.0])
+    w2 = np.stack([np.full(300, 1e307), np.full(300, 1e-320)])
+    got = FourierDensity.fit(rows, 5, weights=w2).fit_info["nll"]
+    want = FourierDensity.fit(rows, 5).fit_info["nll"]
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    m = FourierDensity(np.array([[1.0, 0.5], [1.0, -0.3j]]), domain="real")
+    np.testing.assert_allclose(m.nll(rows, weights=w2), m.nll(rows), atol=1e-13)
+
+
+def test_scale_with_infinite_reciprocal_is_rejected() -> None:
+    # Accepted before, and then pdf/cdf/nll were all NaN.
+    with pytest.raises(ValueError, match="scale"):
+        FourierDensity([1.0, 0.5], domain="real", scale=1e-310)
+    assert np.isfinite(FourierDensity([1.0, 0.5], domain="real", scale=1e-300).pdf(0.0))
+
+
+def test_rvs_size_past_the_limit() -> None:
+    d = FourierDensity([1.0, 0.5])
+    # np.prod in int64 wrapped: a reshape error and a negative-count OverflowError.
+    for size in ((2**62 + 1, 4), (2**62, 2), 2**31 + 1, (2**16, 2**16)):
+        with pytest.raises(probcraft.LimitError, match="size"):
+            d.rvs(size, seed=0)
+    two = FourierDensity(np.ones((2, 2)))
+    with pytest.raises(probcraft.LimitError, match="size"):
+        two.rvs(2**30 + 1, seed=0)
+    assert d.rvs((0, 3), seed=0).shape == (0, 3)
+
+
+def test_diverged_adam_fit_reports_divergence() -> None:
+    y = np.random.default_rng(0).normal(size=300)
+    # The scale exp(θ) underflowed to 0 and the constructor complained about "scale > 0".
+    with pytest.raises(ValueError, match="diverged"):
+        FourierDensity.fit(y, 5, optimizer="adam", lr=1e6, steps=50)
+
+
+def test_pickle_keeps_fit_info_and_reads_old_states() -> None:
+    y = np.random.default_rng(1).normal(size=100)
+    d = FourierDensity.fit(y, 3)
+    e = pickle.loads(pickle.dumps(d))
+    assert e.fit_info == d.fit_info and e.fit_info is not None
+    m = FourierDensity.fit(np.stack([y, y + 1]), 3)
+    f = pickle.loads(pickle.dumps(m)).fit_info
+    assert f is not None
+    np.testing.assert_array_equal(f["nll"], m.fit_info["nll"])
+    old = pickle.loads(OLD_PICKLE)
+    assert old.fit_info is None and old.domain == "real" and old.scale == 2.0
+    np.testing.assert_array_equal(old.coeffs, [1.0, 0.5 - 0.25j])
+    # Unfitted densities pickle exactly as before.
+    assert pickle.dumps(old, protocol=4) == OLD_PICKLE
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     coeffs=st.lists(

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from ._core import LimitError
 
 __all__ = ["FourierDensity", "NllGrad", "QuantizedCDF"]
 
@@ -39,6 +40,9 @@ FloatArray = npt.NDArray[np.float64]
 Penalty = Union[float, Tuple[str, float]]
 
 _DEFAULT_STEPS = {"lbfgs": 1000, "adam": 3000}
+#: Most samples one :meth:`FourierDensity.rvs` call returns, all channels together (the
+#: core's ``sample::MAX_SAMPLES``).
+MAX_SAMPLES = 2**31
 
 
 class QuantizedCDF(NamedTuple):
@@ -171,11 +175,14 @@ class FourierDensity:
         return np.ascontiguousarray(a)
 
     @classmethod
-    def _wrap(cls, model: Any, single: bool) -> "FourierDensity":
+    def _wrap(
+        cls, model: Any, single: bool, fit_info: Optional[dict[str, Any]] = None
+    ) -> "FourierDensity":
+        # ``fit_info`` is optional so that pickles written before it was saved still load.
         obj = cls.__new__(cls)
         obj._m = model
         obj._single = single
-        obj._fit_info = None
+        obj._fit_info = fit_info
         return obj
 
     # -- properties -----------------------------------------------------------------------
@@ -309,7 +316,8 @@ class FourierDensity:
     ) -> Any:
         """Samples by inverse CDF. Sample ``i`` of channel ``c`` uses stream
         ``(seed, c·n + i)`` (``n`` = samples per channel), so results do not depend on
-        ``num_threads``. Shape ``size`` (one density) or ``(C, *size)``.
+        ``num_threads``. Shape ``size`` (one density) or ``(C, *size)``; at most ``2**31``
+        samples per call, all channels together (``LimitError`` beyond).
 
         >>> d = FourierDensity([1.0, 0.4j])
         >>> bool(np.array_equal(d.rvs(5, seed=1), d.rvs(5, seed=1, num_threads=2)))
@@ -318,7 +326,15 @@ class FourierDensity:
         shape = (size,) if isinstance(size, (int, np.integer)) else tuple(size)
         if any((not isinstance(s, (int, np.integer))) or s < 0 for s in shape):
             raise ValueError(f"size must be non-negative integers, got {size!r}")
-        n = int(np.prod(shape, dtype=np.int64))
+        shape = tuple(int(s) for s in shape)
+        # Python ints: np.prod in int64 wraps for sizes past 2**63 (a negative count, or a
+        # small one that then fails to reshape).
+        n = math.prod(shape)
+        if n * self.n_channels > MAX_SAMPLES:
+            raise LimitError(
+                f"size={size!r} asks for {n} samples x {self.n_channels} channels, more than "
+                f"the limit of 2**31 per call"
+            )
         if seed is None:
             seed = secrets.randbits(64)
         if not isinstance(seed, (int, np.integer)) or not (0 <= seed < 2**64):
@@ -351,7 +367,8 @@ class FourierDensity:
 
         Real line: integer bins ``[k - ½, k + ½]`` between the ``tail_mass/2`` and
         ``1 - tail_mass/2`` quantiles plus an escape symbol for the rest. Interval:
-        ``num_bins`` equal bins. Every symbol gets mass ≥ 1 out of ``2**precision``.
+        ``num_bins`` equal bins, at most ``2**precision`` of them (``LimitError`` beyond).
+        Every symbol gets mass ≥ 1 out of ``2**precision``.
 
         >>> t = FourierDensity([1.0, 0.5], domain="real", scale=3.0).quantized_cdf(12)
         >>> int(t.cdf[0, t.cdf_length[0] - 1]) == 2**12
@@ -363,9 +380,19 @@ class FourierDensity:
             raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
         if not 1 <= precision <= 30:
             raise ValueError(f"precision must be in 1..30 bits, got {precision}")
-        cdf, length, off, overflow = self._m.quantized_cdf(
-            int(precision), float(tail_mass), int(num_bins)
-        )
+        if self.domain == "interval":
+            # Checked here as well as in the core: a num_bins past 2**64 would otherwise fail
+            # the conversion to the core's integer type with an unrelated OverflowError.
+            if num_bins > 2**precision:
+                raise LimitError(
+                    f"num_bins = {num_bins} does not fit a {precision}-bit table (at most "
+                    f"2**{precision} bins, every bin needs mass >= 1); lower num_bins or "
+                    f"raise precision"
+                )
+            nb = int(num_bins)
+        else:
+            nb = 0  # the real line has integer bins; num_bins is not used there
+        cdf, length, off, overflow = self._m.quantized_cdf(int(precision), float(tail_mass), nb)
         return QuantizedCDF(cdf, length, off, int(precision), bool(overflow))
 
     # -- likelihood -----------------------------------------------------------------------
@@ -408,6 +435,8 @@ class FourierDensity:
         num_threads: Optional[int] = None,
     ) -> Union[float, FloatArray]:
         """Mean negative log-likelihood of ``x`` (per channel), plus the penalty.
+
+        With ``weights`` it is the weighted mean; only the weights' ratios matter.
 
         ``penalty`` is a strength ``γ`` for the default scale-free smoothness penalty
         ``γ∫|p′|²`` (``"density"``), or ``(kind, γ)`` with ``kind`` in ``"density"``,
@@ -464,8 +493,10 @@ class FourierDensity:
 
         ``optimizer="lbfgs"`` (default; full batch, ``steps`` = max iterations, stops at
         gradient norm ``tol``) or ``"adam"`` (``steps`` updates with learning rate ``lr``,
-        full batch or minibatches of ``batch_size``). ``weights`` turn the data into a
-        weighted histogram. With ``compress`` (default) points closer than about
+        full batch or minibatches of ``batch_size`` points drawn with replacement;
+        ``batch_size`` is capped at the number of points per channel). ``weights`` turn the
+        data into a weighted histogram; only their ratios matter (any finite scale, 1e-320
+        to 1e308, gives the same fit). With ``compress`` (default) points closer than about
         ``1e-3/n_coeffs`` of the data's scale are merged before optimising (their weights
         summed), which changes the likelihood by ≲1e-6 nats per point and makes large data
         sets cheap; the reported NLL is on the data as given.
@@ -500,8 +531,14 @@ class FourierDensity:
             steps = _DEFAULT_STEPS[optimizer]
         if not isinstance(steps, (int, np.integer)) or steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size is not None:
+            if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool):
+                raise TypeError(f"batch_size must be a positive integer, got {batch_size!r}")
+            if batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            # Minibatches are drawn with replacement; more draws than points only repeat
+            # them (and an unbounded count would exhaust memory), so cap at the point count.
+            batch_size = min(int(batch_size), rows.shape[1])
         if not isinstance(seed, (int, np.integer)) or not (0 <= seed < 2**64):
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         coeffs, scale, offset, nll, iters = _core.fourier_fit(
@@ -524,8 +561,11 @@ class FourierDensity:
 
     # -- protocol -------------------------------------------------------------------------
 
-    def __reduce__(self) -> Tuple[Any, Tuple[Any, bool]]:
-        return (FourierDensity._wrap, (self._m, self._single))
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        if self._fit_info is None:
+            # Same state as before fit_info was pickled: readable by older versions too.
+            return (FourierDensity._wrap, (self._m, self._single))
+        return (FourierDensity._wrap, (self._m, self._single, self._fit_info))
 
     def __repr__(self) -> str:
         shape = f"N={self.degree}" + ("" if self._single else f", C={self.n_channels}")

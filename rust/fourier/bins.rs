@@ -11,7 +11,6 @@ use std::collections::BinaryHeap;
 
 use super::eval::{check_rows, CHUNK};
 use super::model::{Channel, Domain, Model, C64};
-use super::sample;
 use crate::error::{Error, Result};
 use crate::parallel;
 
@@ -228,6 +227,46 @@ pub fn quantize_pmf(pmf: &[f64], precision: u32) -> Result<Vec<u32>> {
     Ok(f.into_iter().map(|v| v as u32).collect())
 }
 
+/// Smallest `k` in `lo..=hi` with `pred(k)` for a predicate that is false then true;
+/// `None` if it is false at `hi`.
+fn first_true(mut lo: i64, mut hi: i64, pred: impl Fn(i64) -> bool) -> Option<i64> {
+    if !pred(hi) {
+        return None;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(lo)
+}
+
+/// Largest symbol magnitude of real-line tables: half the `i32` range, so that offsets and
+/// symbol values stay representable with room to spare.
+const MAX_SYMBOL: i64 = 1 << 30;
+
+/// `(floor(q_lo), ceil(q_hi))` for the `half_tail` and `1 − half_tail` quantiles, as integers:
+/// the largest `k` with `P(y ≤ k) ≤ half_tail` and the smallest `k` with `P(y ≥ k) ≤ half_tail`.
+/// Both tails come from [`bin_mass_one`], whose tail masses keep full relative precision, so a
+/// tiny `tail_mass` works on both sides; the inverse CDF at `1 − half_tail` would lose
+/// `half_tail` to rounding (`1 − 5e-17 == 1.0`) and put the upper end at `+inf`. `None` when the
+/// range is not within `±2^30`.
+fn central_range(ch: &Channel, half_tail: f64) -> Option<(f64, f64)> {
+    let lower = |k: i64| bin_mass_one(ch, Domain::Real, f64::NEG_INFINITY, k as f64);
+    let upper = |k: i64| bin_mass_one(ch, Domain::Real, k as f64, f64::INFINITY);
+    // The lower tail mass grows with k: the first k where it exceeds half_tail, minus one.
+    let lo = first_true(-MAX_SYMBOL, MAX_SYMBOL, |k| lower(k) > half_tail)? - 1;
+    let hi = first_true(-MAX_SYMBOL, MAX_SYMBOL, |k| upper(k) <= half_tail)?;
+    if lo < -MAX_SYMBOL {
+        return None;
+    }
+    // L(k) + U(k) = 1 and half_tail < 1/2 give hi > lo; max() only guards rounding.
+    Some((lo as f64, hi.max(lo) as f64))
+}
+
 /// Builds the tables. Real line: integer bins `[k − ½, k + ½]` for `k` between the
 /// `tail_mass/2` and `1 − tail_mass/2` quantiles, plus one overflow symbol carrying the mass
 /// outside (values there are escaped and coded by other means, e.g. Elias-gamma). Interval:
@@ -247,6 +286,23 @@ pub fn quantized_cdf(
         Domain::Interval => {
             if num_bins == 0 {
                 return Err(Error::invalid("num_bins must be at least 1"));
+            }
+            // Checked before anything is allocated: `quantize_pmf` would reject the table
+            // anyway (every symbol needs a count >= 1), but only after computing and storing
+            // every bin mass, which for a huge `num_bins` exhausts memory or time first.
+            if num_bins as u64 > 1u64 << precision {
+                return Err(Error::Limit(format!(
+                    "num_bins = {num_bins} does not fit a {precision}-bit table (at most \
+                     2**{precision} = {} bins, every bin needs mass >= 1); lower num_bins or \
+                     raise precision",
+                    1u64 << precision
+                )));
+            }
+            if model.n_channels().checked_mul(num_bins + 1).is_none() {
+                return Err(Error::Limit(format!(
+                    "num_bins = {num_bins}: a table of {} rows does not fit in memory",
+                    model.n_channels()
+                )));
             }
             model
                 .channels
@@ -272,19 +328,12 @@ pub fn quantized_cdf(
                 .iter()
                 .enumerate()
                 .map(|(ci, ch)| {
-                    let table = sample::InverseTable::new(ch);
-                    let qlo = table.ppf_y(ch, Domain::Real, 0.5 * tail_mass);
-                    let qhi = table.ppf_y(ch, Domain::Real, 1.0 - 0.5 * tail_mass);
-                    let (lo, hi) = (qlo.floor(), qhi.ceil());
-                    if !(lo.is_finite() && hi.is_finite())
-                        || lo < i32::MIN as f64 / 2.0
-                        || hi > i32::MAX as f64 / 2.0
-                    {
-                        return Err(Error::Limit(format!(
-                            "channel {ci}: the central range [{qlo}, {qhi}] does not fit 32-bit \
-                             symbols"
-                        )));
-                    }
+                    let (lo, hi) = central_range(ch, 0.5 * tail_mass).ok_or_else(|| {
+                        Error::Limit(format!(
+                            "channel {ci}: the central range holding 1 - tail_mass of the \
+                             mass does not fit 32-bit symbols (|k| <= 2**30)"
+                        ))
+                    })?;
                     let n = (hi - lo) as u64 + 1;
                     if n > limit {
                         return Err(Error::Limit(format!(
@@ -334,6 +383,7 @@ pub fn quantized_cdf(
 
 #[cfg(test)]
 mod tests {
+    use super::super::sample;
     use super::*;
     use crate::rng::Stream;
     use proptest::prelude::*;
@@ -387,6 +437,43 @@ mod tests {
             assert_eq!(row[len - 1], 1 << 16);
             assert!(row[..len].windows(2).all(|w| w[1] > w[0]));
         }
+    }
+
+    #[test]
+    fn huge_num_bins_is_rejected_before_allocating() {
+        let m = Model::new(Domain::Interval, 1, &[C64::new(1.0, 0.0)], &[1.0], &[0.0]).unwrap();
+        // 2^40 bins used to abort on allocation, usize::MAX to overflow its capacity.
+        for nb in [17, 1 << 40, usize::MAX] {
+            let e = quantized_cdf(&m, 4, 1e-3, nb).unwrap_err();
+            assert!(
+                matches!(&e, Error::Limit(s) if s.contains("num_bins")),
+                "{e}"
+            );
+        }
+        assert_eq!(quantized_cdf(&m, 4, 1e-3, 16).unwrap().width, 17);
+    }
+
+    #[test]
+    fn central_range_matches_the_quantiles_and_survives_tiny_tails() {
+        let chs = [channel(8, 1, 2.0), channel(5, 3, 0.7), channel(0, 1, 1.0)];
+        for ch in &chs {
+            let table = sample::InverseTable::new(ch);
+            for t in [1e-1, 1e-3, 2f64.powi(-8)] {
+                let (lo, hi) = central_range(ch, 0.5 * t).unwrap();
+                let qlo = table.ppf_y(ch, Domain::Real, 0.5 * t);
+                let qhi = table.ppf_y(ch, Domain::Real, 1.0 - 0.5 * t);
+                assert_eq!((lo, hi), (qlo.floor(), qhi.ceil()), "t={t}");
+            }
+            // 1 − 5e-17 rounds to 1.0: the quantile route put the upper end at +inf.
+            let (lo, hi) = central_range(ch, 5e-17).unwrap();
+            assert!(lo.is_finite() && hi.is_finite() && lo < hi);
+            assert!(bin_mass_one(ch, Domain::Real, hi, f64::INFINITY) <= 5e-17);
+            assert!(bin_mass_one(ch, Domain::Real, hi - 1.0, f64::INFINITY) > 5e-17);
+            assert!(bin_mass_one(ch, Domain::Real, f64::NEG_INFINITY, lo) <= 5e-17);
+            assert!(bin_mass_one(ch, Domain::Real, f64::NEG_INFINITY, lo + 1.0) > 5e-17);
+        }
+        let m = Model::new(Domain::Real, 1, &chs[0].coeffs, &[2.0], &[0.2]).unwrap();
+        assert!(quantized_cdf(&m, 16, 1e-16, 0).is_ok());
     }
 
     proptest! {

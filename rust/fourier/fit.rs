@@ -111,6 +111,9 @@ struct Setup<'a> {
     scale: f64,
     offset: f64,
     grad: bool,
+    /// Powers of two whose product scales the largest weight into `[1, 2)` (see
+    /// [`weight_factors`]); `[1, 1]` without weights.
+    wscale: [f64; 2],
 }
 
 #[inline(always)]
@@ -124,7 +127,7 @@ fn chunk_impl<const F: bool>(st: &Setup<'_>, y: &[f64], w: Option<&[f64]>, part:
         let mut yl = [st.offset; W];
         for l in 0..take {
             yl[l] = y[i + l];
-            wl[l] = w.map_or(1.0, |w| w[i + l]);
+            wl[l] = w.map_or(1.0, |w| w[i + l] * st.wscale[0] * st.wscale[1]);
         }
         let mut u = [0.0; W];
         let mut x = [0.0; W];
@@ -238,6 +241,38 @@ fn chunk(st: &Setup<'_>, y: &[f64], w: Option<&[f64]>, part: &mut Partial) {
     chunk_scalar(st, y, w, part)
 }
 
+/// Two powers of two whose product `2^-e` brings `wmax` (finite, > 0) into `[1, 2)`.
+///
+/// The NLL is a weighted mean, so only the weights' ratios matter, but `Σ w·ℓ` overflows to
+/// inf for weights near 1e308 and tiny (subnormal) weights lose their precision. Scaling by a
+/// power of two is exact, so weights whose maximum already lies in `[1, 2)` (e.g. all ones)
+/// give bit-identical results, and weights that differ by a power of two give the same ones.
+/// Two factors because `2^-e` alone overflows for subnormal `wmax` (`e` down to −1074).
+pub fn weight_factors(wmax: f64) -> [f64; 2] {
+    if !(wmax.is_finite() && wmax > 0.0) {
+        return [1.0, 1.0];
+    }
+    // The exponent from the bits: exact, unlike `log2` near powers of two.
+    let bits = wmax.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let e = if biased == 0 {
+        // Subnormal: value = mantissa · 2^-1074.
+        let mant = bits & ((1u64 << 52) - 1);
+        63 - mant.leading_zeros() as i32 - 1074
+    } else {
+        biased - 1023
+    };
+    let t = -e;
+    let a = t / 2;
+    [2f64.powi(a), 2f64.powi(t - a)]
+}
+
+/// `w` scaled so that its maximum lies in `[1, 2)` (see [`weight_factors`]).
+pub fn normalise_weights(w: &[f64]) -> Vec<f64> {
+    let f = weight_factors(w.iter().fold(0.0, |m: f64, &v| m.max(v)));
+    w.iter().map(|&v| v * f[0] * f[1]).collect()
+}
+
 /// Checks data (and weights) for one channel.
 pub fn check_data(domain: Domain, y: &[f64], w: Option<&[f64]>, what: &str) -> Result<()> {
     if y.is_empty() {
@@ -299,6 +334,11 @@ pub fn nll_grad_channel(
         .enumerate()
         .map(|(k, v)| v.scale(k as f64))
         .collect();
+    // Normalised per call (not only in `fit`) so that `nll`/`nll_grad` and Adam's
+    // minibatches are free of overflow too; one pass over w, small next to the Horner work.
+    let wscale = w.map_or([1.0, 1.0], |w| {
+        weight_factors(w.iter().fold(0.0, |m: f64, &v| m.max(v)))
+    });
     let st = Setup {
         domain,
         a,
@@ -306,6 +346,7 @@ pub fn nll_grad_channel(
         scale,
         offset,
         grad,
+        wscale,
     };
     let run_chunk = |(k, ys): (usize, &[f64])| {
         let mut p = Partial::new(n1, grad);
@@ -433,7 +474,8 @@ pub struct FitOptions {
     /// Iterations (L-BFGS) or steps (Adam).
     pub steps: usize,
     pub lr: f64,
-    /// Adam minibatch size (`None`: full batch).
+    /// Adam minibatch size (`None`: full batch); drawn with replacement and capped at the
+    /// number of points.
     pub batch_size: Option<usize>,
     pub seed: u64,
     /// Merge points closer than this fraction of the natural resolution (0 disables).
@@ -722,7 +764,10 @@ fn adam(
                 let mut s = Stream::new(seed, 1 + t as u64);
                 by.clear();
                 bw.clear();
-                for _ in 0..bs {
+                // A batch larger than the data only repeats points (it is drawn with
+                // replacement) and an unbounded one would exhaust memory: cap it at the
+                // number of points, as documented in `FourierDensity.fit`.
+                for _ in 0..bs.min(full_y.len()) {
                     let i = s.below(full_y.len() as u64) as usize;
                     by.push(full_y[i]);
                     bw.push(full_w.map_or(1.0, |w| w[i]));
@@ -759,6 +804,11 @@ pub fn fit_channel(
     parallel: bool,
 ) -> Result<FitResult> {
     check_data(opts.domain, y, w, &format!("channel {channel}"))?;
+    // Merging, the robust centre/spread and Adam's batches all sum weights: bring them to a
+    // common scale first so that huge (1e307) or subnormal weights neither overflow nor
+    // vanish there. The NLL is a weighted mean, so this leaves the fit unchanged.
+    let wn = w.map(normalise_weights);
+    let w = wn.as_deref();
     let n1 = opts.n_coeffs;
     let (t0, s0) = match opts.domain {
         Domain::Interval => (0.0, 1.0),
@@ -813,8 +863,12 @@ pub fn fit_channel(
         ),
     };
     let (a, s, t) = obj.unpack(&th);
-    if a.iter().any(|v| !v.re.is_finite() || !v.im.is_finite()) || !s.is_finite() || !t.is_finite()
-    {
+    // Divergence shows up as any parameter the model cannot hold, not only a non-finite one:
+    // `s = exp(θ)` underflows to 0 for θ < −745 and coefficients can all collapse to 0. So ask
+    // the constructor the caller's result goes through, and report divergence instead of its
+    // confusing "scale must be > 0" message.
+    // (`unpack` gives s = 1, t = 0 on the interval.)
+    if super::model::Channel::new(a.clone(), s, t, channel as usize).is_err() {
         return Err(Error::invalid(format!(
             "channel {channel}: the optimiser diverged (try a smaller lr or a penalty)"
         )));
@@ -1011,6 +1065,111 @@ mod tests {
         let r = fit(&y, None, 1, y.len(), &opts, Some(1)).unwrap();
         // Entropy of N(3, 0.5²) is 0.5 ln(2πe·0.25) ≈ 0.7258.
         assert!(r[0].nll < 0.74, "{}", r[0].nll);
+    }
+
+    #[test]
+    fn weight_factors_bring_the_maximum_into_one_two() {
+        for &w in &[
+            1.0,
+            1.5,
+            1e308,
+            f64::MAX,
+            3e-5,
+            1e-320,
+            5e-324,
+            2.0f64.powi(-1022),
+        ] {
+            let f = weight_factors(w);
+            let v = w * f[0] * f[1];
+            assert!((1.0..2.0).contains(&v), "{w:e} -> {v}");
+        }
+        assert_eq!(weight_factors(1.25), [1.0, 1.0]);
+    }
+
+    #[test]
+    fn nll_does_not_depend_on_the_weights_scale() {
+        let mut s = Stream::new(3, 2);
+        let y: Vec<f64> = (0..200).map(|_| 1.5 * s.normal()).collect();
+        let w: Vec<f64> = (0..200).map(|_| s.next_f64() + 0.5).collect();
+        let a = rand_a(5, 1);
+        let base = nll_grad_channel(Domain::Real, &a, 1.3, 0.1, &y, Some(&w), None, true, false);
+        // Powers of two: exactly the same. 1e308 overflowed Σw·ℓ; 1e-320 lost precision.
+        for k in [2.0f64.powi(1000), 2.0f64.powi(-1000)] {
+            let wk: Vec<f64> = w.iter().map(|v| v * k).collect();
+            let r = nll_grad_channel(Domain::Real, &a, 1.3, 0.1, &y, Some(&wk), None, true, false);
+            assert_eq!(r, base);
+        }
+        let none = nll_grad_channel(Domain::Real, &a, 1.3, 0.1, &y, None, None, true, false);
+        for wv in [1e308, 1e-320] {
+            let wk = vec![wv; 200];
+            let r = nll_grad_channel(Domain::Real, &a, 1.3, 0.1, &y, Some(&wk), None, true, false);
+            assert!(
+                (r.nll - none.nll).abs() < 1e-12,
+                "{wv:e}: {} {}",
+                r.nll,
+                none.nll
+            );
+            for (g, h) in r.grad_a.iter().zip(&none.grad_a) {
+                assert!((g.re - h.re).abs() + (g.im - h.im).abs() < 1e-12, "{wv:e}");
+            }
+            assert!((r.grad_offset - none.grad_offset).abs() < 1e-12, "{wv:e}");
+            assert!((r.grad_scale - none.grad_scale).abs() < 1e-12, "{wv:e}");
+        }
+    }
+
+    fn gauss_opts(optimizer: Optimizer) -> FitOptions {
+        FitOptions {
+            n_coeffs: 5,
+            domain: Domain::Real,
+            penalty: None,
+            optimizer,
+            steps: 50,
+            lr: 0.01,
+            batch_size: None,
+            seed: 0,
+            compress: true,
+            tol: 1e-9,
+        }
+    }
+
+    #[test]
+    fn fit_with_huge_or_tiny_weights_matches_unit_weights() {
+        let mut s = Stream::new(1, 4);
+        let y: Vec<f64> = (0..300).map(|_| s.normal()).collect();
+        for opt in [Optimizer::Lbfgs, Optimizer::Adam] {
+            let mut o = gauss_opts(opt);
+            o.batch_size = (opt == Optimizer::Adam).then_some(64);
+            let want = fit(&y, Some(&vec![1.0; 300]), 1, 300, &o, Some(1)).unwrap();
+            for wv in [1e307, 1e-320] {
+                let got = fit(&y, Some(&vec![wv; 300]), 1, 300, &o, Some(1)).unwrap();
+                assert!(got[0].iterations > 0, "{opt:?} {wv:e}");
+                let (g, w) = (got[0].nll, want[0].nll);
+                assert!((g - w).abs() < 1e-9, "{opt:?} {wv:e}: {g} {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn adam_batch_larger_than_the_data_is_capped() {
+        let y: Vec<f64> = (0..40).map(|i| i as f64 / 10.0).collect();
+        let mut o = gauss_opts(Optimizer::Adam);
+        o.steps = 2;
+        // 2^40 samples per step would need 8 TiB; capped at the 40 points it is instant.
+        o.batch_size = Some(1 << 40);
+        let r = fit(&y, None, 1, 40, &o, Some(1)).unwrap();
+        assert!(r[0].nll.is_finite());
+        o.batch_size = Some(0);
+        assert!(fit(&y, None, 1, 40, &o, Some(1)).is_err());
+    }
+
+    #[test]
+    fn divergence_with_an_underflowed_scale_is_reported_as_such() {
+        let mut s = Stream::new(2, 4);
+        let y: Vec<f64> = (0..300).map(|_| s.normal()).collect();
+        let mut o = gauss_opts(Optimizer::Adam);
+        o.lr = 1e6;
+        let e = fit(&y, None, 1, 300, &o, Some(1)).unwrap_err();
+        assert!(e.to_string().contains("diverged"), "{e}");
     }
 
     #[test]

@@ -131,6 +131,14 @@ impl Channel {
                 "scale of channel {which} must be finite and > 0, got {scale}"
             )));
         }
+        // The kernels map `y` through `(y - offset) / scale` as a product with `1/scale`; a
+        // scale below ~5.6e-309 has an infinite reciprocal and every value would be NaN.
+        if !(1.0 / scale).is_finite() {
+            return Err(Error::invalid(format!(
+                "scale of channel {which} is too small: its reciprocal overflows (scale must \
+                 be above ~5.6e-309), got {scale:e}"
+            )));
+        }
         if !offset.is_finite() {
             return Err(Error::invalid(format!(
                 "offset of channel {which} must be finite, got {offset}"
@@ -361,6 +369,9 @@ mod tests {
         assert!(Channel::new(sample_coeffs(), 0.0, 0.0, 0).is_err());
         assert!(Channel::new(sample_coeffs(), -1.0, 0.0, 0).is_err());
         assert!(Channel::new(sample_coeffs(), 1.0, f64::INFINITY, 0).is_err());
+        // Positive but with an infinite reciprocal: pdf/cdf would be NaN everywhere.
+        assert!(Channel::new(sample_coeffs(), 1e-310, 0.0, 0).is_err());
+        assert!(Channel::new(sample_coeffs(), 1e-308, 0.0, 0).is_ok());
         // Huge and tiny magnitudes are fine: only the direction of a matters.
         let big: Vec<C64> = sample_coeffs().iter().map(|c| c.scale(1e300)).collect();
         let small: Vec<C64> = sample_coeffs().iter().map(|c| c.scale(1e-300)).collect();

@@ -351,7 +351,15 @@ fn solve_lanes<const F: bool>(ch: &Channel, table: &InverseTable, q: &[f64; W]) 
     out
 }
 
-/// `ppf` for a run of quantiles (any values; ends and NaN are mapped directly).
+/// Largest `f64` below 1.
+const ONE_BELOW: f64 = 1.0 - f64::EPSILON / 2.0;
+
+/// `ppf` for a run of quantiles (any values; ends and NaN are mapped directly). With `open`
+/// (sampling) the solution is kept inside `(-1, 1)`, so real-line samples are always finite:
+/// `Stream::next_f64_open` returns exactly 1.0 once in 2^53 draws (`(2^53 − 1) + 0.5` rounds
+/// to `2^53`, ties to even), and its smallest draws (~5.6e-17) can solve to `x = −1` where
+/// `p(−1) > 1/2` because `x` has no finer resolution there; either would be `∓inf` after
+/// `atanh`. Clamping moves only those draws, to the last representable `x`.
 #[inline(always)]
 fn ppf_run<const F: bool>(
     ch: &Channel,
@@ -359,6 +367,7 @@ fn ppf_run<const F: bool>(
     table: &InverseTable,
     q: impl Fn(usize) -> f64,
     out: &mut [f64],
+    open: bool,
 ) {
     let n = out.len();
     let mut i = 0;
@@ -383,6 +392,11 @@ fn ppf_run<const F: bool>(
             } else {
                 xb[l]
             };
+            let x = if open {
+                x.clamp(-ONE_BELOW, ONE_BELOW)
+            } else {
+                x
+            };
             out[i + l] = to_y(ch, domain, x);
         }
         i += take;
@@ -390,13 +404,13 @@ fn ppf_run<const F: bool>(
 }
 
 fn ppf_scalar(ch: &Channel, d: Domain, t: &InverseTable, q: &[f64], out: &mut [f64]) {
-    ppf_run::<false>(ch, d, t, |i| q[i], out)
+    ppf_run::<false>(ch, d, t, |i| q[i], out, false)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn ppf_avx2(ch: &Channel, d: Domain, t: &InverseTable, q: &[f64], out: &mut [f64]) {
-    ppf_run::<true>(ch, d, t, |i| q[i], out)
+    ppf_run::<true>(ch, d, t, |i| q[i], out, false)
 }
 
 fn rvs_scalar(ch: &Channel, d: Domain, t: &InverseTable, seed: u64, base: u64, out: &mut [f64]) {
@@ -406,6 +420,7 @@ fn rvs_scalar(ch: &Channel, d: Domain, t: &InverseTable, seed: u64, base: u64, o
         t,
         |i| Stream::new(seed, base + i as u64).next_f64_open(),
         out,
+        true,
     )
 }
 
@@ -425,6 +440,7 @@ unsafe fn rvs_avx2(
         t,
         |i| Stream::new(seed, base + i as u64).next_f64_open(),
         out,
+        true,
     )
 }
 
@@ -564,6 +580,33 @@ mod tests {
         assert!(v[2].is_nan());
         assert!(ppf(&m, &[1.5], 1, 1, None).is_err());
         assert!(ppf(&m, &[-0.1], 1, 1, None).is_err());
+    }
+
+    #[test]
+    fn sampling_keeps_extreme_draws_finite() {
+        // The rounding that lets `next_f64_open` return exactly 1.0 (top 53 bits all ones).
+        let top = ((1u64 << 53) - 1) as f64;
+        assert_eq!((top + 0.5) * (1.0 / (1u64 << 53) as f64), 1.0);
+        // p(1) = 0.9, p(-1) = 0.1 and the reverse: both ends are reachable.
+        for a1 in [0.5, -0.5] {
+            let m = Model::new(
+                Domain::Real,
+                1,
+                &[C64::new(1.0, 0.0), C64::new(a1, 0.0)],
+                &[1.0],
+                &[0.0],
+            )
+            .unwrap();
+            let ch = &m.channels[0];
+            let t = InverseTable::new(ch);
+            let q = [1.0, ONE_BELOW, 2f64.powi(-54), 0.5];
+            let mut out = [0.0; 4];
+            ppf_run::<false>(ch, Domain::Real, &t, |i| q[i], &mut out, true);
+            assert!(out.iter().all(|v| v.is_finite()), "{a1}: {out:?}");
+            // ppf itself keeps its contract: q = 1 is +inf.
+            ppf_run::<false>(ch, Domain::Real, &t, |i| q[i], &mut out, false);
+            assert_eq!(out[0], f64::INFINITY);
+        }
     }
 
     #[test]
