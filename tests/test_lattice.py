@@ -563,8 +563,9 @@ def test_bad_input():
         m.encode(b"a\xffb")
     with pytest.raises(TypeError, match="str or bytes"):
         m.encode(12)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        m.encode_batch("ab")
+    for single in ("ab", b"ab", bytearray(b"ab"), memoryview(b"ab")):
+        with pytest.raises(TypeError, match=f"not a single {type(single).__name__}"):
+            m.encode_batch(single)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"texts\[1\]"):
         m.encode_batch(["a", 3])  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"texts\[1\].*offset 0"):
@@ -801,3 +802,13 @@ def test_out_of_range_integer_arguments_are_named():
     for name, call in cases:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+def test_batch_indices_must_be_integers():
+    m = Unigram.from_pieces([("a", -1.0), ("b", -2.0), ("ab", -3.0)])
+    for bad in ([0.5, 1.7], ["0", "1"], [[0], [1]]):
+        with pytest.raises(TypeError, match="indices"):
+            m.encode_batch(["a", "b"], alpha=0.1, seed=1, indices=bad)
+    got = m.encode_batch(["a", "b"], alpha=0.1, seed=1, indices=np.array([3, 7], np.uint8))
+    want = m.encode_batch(["a", "b"], alpha=0.1, seed=1, indices=[3, 7])
+    assert [g.tolist() for g in got] == [w.tolist() for w in want]

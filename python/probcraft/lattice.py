@@ -324,7 +324,15 @@ class Unigram:
         # Indices are mostly consecutive: one native call per run of consecutive indices.
         import numpy as np
 
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        raw = np.asarray(indices)
+        if raw.ndim != 1 or not (raw.size == 0 or np.issubdtype(raw.dtype, np.integer)):
+            # A cast would truncate 0.5 to 0, parse '1' and flatten nested lists silently.
+            raise TypeError(
+                f"indices must be a 1-D sequence of ints, got {raw.ndim}-D {raw.dtype} values"
+            )
+        if raw.dtype == np.uint64 and raw.size and int(raw.max()) >= 2**63:
+            raise ValueError(f"indices must be < 2**63, got {int(raw.max())}")
+        idx = raw.astype(np.int64)
         texts = list(texts)
         if len(idx) != len(texts):
             raise ValueError(f"indices has {len(idx)} entries for {len(texts)} texts")

@@ -174,12 +174,18 @@ fn fill_chunk(list: &Bound<'_, PyList>, first: usize, ids: Vec<i32>, ends: &[i64
     Ok(())
 }
 
-/// Rejects a single `str` / `bytes` passed where a batch is expected.
+/// Rejects a single text (`str`, `bytes`, `bytearray`, `memoryview`) passed where a batch is
+/// expected: iterated, the last two yield ints, and the error named an int item instead.
 fn check_batch(texts: &Bound<'_, PyAny>) -> PyResult<()> {
-    if texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>() {
-        return Err(PyTypeError::new_err(
-            "texts must be a sequence of str or bytes, not a single str/bytes",
-        ));
+    if texts.is_instance_of::<PyString>()
+        || texts.is_instance_of::<PyBytes>()
+        || texts.is_instance_of::<PyByteArray>()
+        || texts.is_instance_of::<pyo3::types::PyMemoryView>()
+    {
+        return Err(PyTypeError::new_err(format!(
+            "texts must be a sequence of str or bytes, not a single {}",
+            texts.get_type().name()?
+        )));
     }
     Ok(())
 }
