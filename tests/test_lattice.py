@@ -812,3 +812,10 @@ def test_batch_indices_must_be_integers():
     got = m.encode_batch(["a", "b"], alpha=0.1, seed=1, indices=np.array([3, 7], np.uint8))
     want = m.encode_batch(["a", "b"], alpha=0.1, seed=1, indices=[3, 7])
     assert [g.tolist() for g in got] == [w.tolist() for w in want]
+
+
+def test_batch_arrow_flag_is_checked():
+    m = Unigram.from_pieces([("a", -1.0), ("b", -2.0), ("ab", -3.0)])
+    for bad in ("foo", "LARGE", 1, 0, None):
+        with pytest.raises(ValueError, match="arrow"):
+            m.encode_batch(["ab"], arrow=bad)  # type: ignore[arg-type]

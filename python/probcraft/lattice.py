@@ -285,6 +285,10 @@ class Unigram:
         >>> ids.tolist(), offsets.tolist()
         ([2, 1, 0], [0, 1, 3, 3])
         """
+        if arrow not in (False, True, "large") or isinstance(arrow, int) and not isinstance(
+            arrow, bool
+        ):
+            raise ValueError(f"arrow must be False, True or 'large', got {arrow!r}")
         kw = dict(alpha=alpha, seed=seed, num_threads=num_threads, method=method)
         try:
             return self._encode_batch(texts, kw, flat, stream_offset, arrow, indices)
