@@ -277,7 +277,11 @@ class FourierDensity:
     def logpdf(
         self, x: ArrayLike, *, num_threads: Optional[int] = None, dtype: npt.DTypeLike = np.float64
     ) -> Any:
-        """Log density; on the real line it stays finite and accurate far into the tails.
+        """Log density. On the real line the map's Jacobian is taken in log space, so it stays
+        finite and accurate far into the tails while the density on ``[-1, 1]`` is positive
+        at the ends; where it vanishes at ``±1`` (a zero of the series there), ``tanh`` of
+        the mapped point rounds to ``±1`` beyond ``|y − offset| ≈ 19·scale`` and the result
+        is ``-inf`` from there on (``docs/limits.md``).
 
         >>> d = FourierDensity([1.0, 0.5], domain="real")
         >>> bool(np.isfinite(d.logpdf(700.0)))
