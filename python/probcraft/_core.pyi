@@ -215,6 +215,8 @@ class Unigram:
 _SM_ALPHA_MAX: float
 _SM_MAX_ORDER: int
 _SM_MAX_POINTS: int
+_SM_MIN_POINTS: int
+_SM_MAX_THREADS: int
 
 def _sm_softmax(
     x: npt.NDArray[Any],

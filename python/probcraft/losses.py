@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from .softmax import _Rows
+from .softmax import _real, _Rows, _threads
 
 __all__ = [
     "cross_entropy",
@@ -59,8 +59,9 @@ def _run(
     if axis is None:
         raise ValueError("losses need a class axis (axis=None is not supported)")
     r = _Rows(logits, axis, "logits")
-    if r.a.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the classes)")
+    # Tested on the caller's shape: ``_Rows`` has already made a 0-d array one row of one.
+    if len(r.orig_shape) == 0:
+        raise ValueError("logits must have at least one dimension (the classes), got a 0-d array")
     t = np.asarray(target)
     if t.dtype.kind not in "iu":
         raise TypeError(f"target must be an integer array, got dtype {t.dtype}")
@@ -74,20 +75,27 @@ def _run(
     p = r.param(param, param_name) if param_name else np.ones(1)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    ii = operator.index(ignore_index)
+    # The binding takes an int64 (targets are int64): a larger value would fail the conversion
+    # with an OverflowError that does not name the argument.
+    if not -(2**63) <= ii < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {ii}")
     per_row, count, grad = _core._sm_loss(
         kind,
         r.a,
         t64,
         r.axis,
         p,
-        operator.index(ignore_index),
+        ii,
         reduction,
         bool(return_grad),
-        None if num_threads is None else operator.index(num_threads),
+        _threads(num_threads),
         **extra,
     )
     dt = r.a.dtype
     loss: Any
+    if grad is not None:
+        grad = r.restore(grad)
     if reduction == "none":
         loss = per_row.reshape(r.outer_shape()).astype(dt)
     elif reduction == "sum":
@@ -252,7 +260,7 @@ def emo_loss(
     >>> float(emo_loss(np.array([[0.0, 0.0, 0.0]]), np.array([1]), e).round(6))
     0.666667
     """
-    emb = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float64))
+    emb = np.ascontiguousarray(_real(embeddings, "embeddings"))
     if emb.ndim != 2:
         raise ValueError(f"embeddings must be 2-d (classes × dim), got shape {emb.shape}")
     return _run("emo", logits, target, axis, ignore_index, reduction, return_grad,

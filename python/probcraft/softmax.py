@@ -2,7 +2,9 @@
 
 Every map works along one ``axis`` of an array of any rank (``axis=None``: the whole array as
 one row, as in scipy). float32 and float64 are preserved, integers and bools are promoted to
-float64, float16 to float32; views with any strides are accepted. ``num_threads`` splits rows
+float64, float16 to float32; views with any strides and any number of dimensions are
+accepted. ``out=`` may alias the input but not itself (an ``as_strided`` view whose elements
+share memory is refused). ``num_threads`` (1 to 1024, checked at every call) splits rows
 across a private pool (``None``: the default thread count); small arrays stay on the calling
 thread. Per-row parameters (``temperature``, ``alpha``, ``k``) broadcast: a scalar, an array
 shaped like ``x`` with the axis of length 1 (``keepdims``), or an array of the shape of ``x``
@@ -104,6 +106,21 @@ def _as_float(x: ArrayLike, name: str = "x") -> FloatArray:
     raise TypeError(f"{name} must be a real (float, int or bool) array, got dtype {dt}")
 
 
+def _real(value: Any, name: str) -> npt.NDArray[np.float64]:
+    """A parameter as float64; complex values are a TypeError (``np.asarray(..., float64)``
+    would drop the imaginary part with only a ComplexWarning)."""
+    if isinstance(value, (float, int)):  # the usual scalar: no dtype to inspect
+        return np.asarray(value, dtype=np.float64)
+    v = np.asarray(value)
+    if v.dtype.kind == "c":
+        raise TypeError(f"{name} must be real, got dtype {v.dtype}")
+    return v.astype(np.float64, copy=False)
+
+
+# rust-numpy's arrays have at most 32 dimensions (it panics on more; numpy 2 allows 64).
+_KERNEL_MAX_NDIM = 32
+
+
 def _axis(a: np.ndarray, axis: Axis) -> int:
     if a.ndim == 0 or axis is None:
         return 0
@@ -114,7 +131,9 @@ def _axis(a: np.ndarray, axis: Axis) -> int:
 
 
 class _Rows:
-    """``x`` arranged for the kernels: the array, the kernel axis and how to undo ``axis=None``."""
+    """``x`` arranged for the kernels: the array ``a``, the kernel axis and how to undo the
+    reshape (``axis=None``: one row; more than 32 dimensions: ``outer × axis × inner``, which
+    has the same rows in the same C order)."""
 
     def __init__(self, x: ArrayLike, axis: Axis, name: str = "x") -> None:
         a = _as_float(x, name)
@@ -122,29 +141,48 @@ class _Rows:
         self.flat = axis is None or a.ndim == 0
         if self.flat:
             a = a.reshape(-1)
-            self.axis = 0
+            self.axis = self.orig_axis = 0
+            self.reshaped = True
         else:
-            self.axis = _axis(a, axis)
+            self.axis = self.orig_axis = _axis(a, axis)
+            self.reshaped = a.ndim > _KERNEL_MAX_NDIM
+            if self.reshaped:
+                # The kernels only need the rows: collapsing the axes before and after
+                # ``axis`` keeps every row and their order (a copy only for views that do not
+                # collapse, and only on this rare path).
+                ax, sh = self.axis, a.shape
+                a = a.reshape(math.prod(sh[:ax]), sh[ax], math.prod(sh[ax + 1 :]))
+                self.axis = 1
         self.a = a
 
     def restore(self, r: np.ndarray) -> np.ndarray:
-        return r.reshape(self.orig_shape) if self.flat else r
+        """A result shaped like ``a`` back to the caller's shape."""
+        return r.reshape(self.orig_shape) if self.reshaped else r
+
+    def restore_outer(self, r: np.ndarray) -> np.ndarray:
+        """A per-row result back to the caller's shape without the axis."""
+        return r.reshape(self.outer_shape()) if self.reshaped else r
 
     def outer_shape(self) -> tuple[int, ...]:
-        s = list(self.a.shape)
-        del s[self.axis]
+        """The caller's shape without the axis (``()`` for ``axis=None``)."""
+        if self.flat:
+            return ()
+        s = list(self.orig_shape)
+        del s[self.orig_axis]
         return tuple(s)
 
     def param(self, value: Any, name: str) -> np.ndarray:
         """One float64 per row (or a single value), C order over the other axes."""
-        v = np.asarray(value, dtype=np.float64)
+        v = _real(value, name)
         if v.size == 1:
             return v.reshape(1)
         if self.flat:
             raise ValueError(f"{name} must be a scalar with axis=None, got shape {v.shape}")
-        keep = list(self.a.shape)
-        keep[self.axis] = 1
-        target: tuple[int, ...] = tuple(keep) if v.ndim == self.a.ndim else self.outer_shape()
+        keep = list(self.orig_shape)
+        keep[self.orig_axis] = 1
+        target: tuple[int, ...] = (
+            tuple(keep) if v.ndim == len(self.orig_shape) else self.outer_shape()
+        )
         try:
             b = np.broadcast_to(v, target)
         except ValueError:
@@ -153,6 +191,23 @@ class _Rows:
                 f"a scalar, shape {tuple(keep)} or shape {self.outer_shape()}"
             ) from None
         return np.ascontiguousarray(b).reshape(-1)
+
+
+def _self_overlapping(a: np.ndarray) -> bool:
+    """Whether elements of ``a`` may share memory (``as_strided`` views): sorted by |stride|,
+    each axis of length > 1 must step past every byte the faster axes reach. Exact for views
+    made by slicing, transposing or reshaping; it reports overlap for a few interleaved
+    ``as_strided`` layouts that do not (the test of ``rust/simplex/layout.rs``
+    ``may_overlap``). About 1 µs; contiguous arrays skip it."""
+    flags = a.flags  # a new object at each access
+    if flags.c_contiguous or flags.f_contiguous:  # (also every empty array)
+        return False
+    reach = a.itemsize - 1
+    for s, n in sorted([(abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1]):
+        if s <= reach:
+            return True
+        reach += (n - 1) * s
+    return False
 
 
 def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
@@ -164,6 +219,13 @@ def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.nda
         )
     if not out.flags.writeable:
         raise ValueError("out is read-only")
+    # Writing a result into self-overlapping memory leaves garbage (several results per
+    # element): rejected rather than silently wrong.
+    if _self_overlapping(out):
+        raise ValueError(
+            f"out has overlapping elements (strides {out.strides} for shape {out.shape}); "
+            "pass an array whose elements are distinct in memory"
+        )
     return out
 
 
@@ -172,8 +234,10 @@ def _map_out(rows: _Rows, out: Any, compute: Any) -> np.ndarray:
     if out is None:
         return rows.restore(compute(None))
     o = _check_out(out, rows.orig_shape, rows.a.dtype)
-    target = o.reshape(-1) if rows.flat else o
-    direct = np.shares_memory(target, o) if rows.flat else True
+    target = o.reshape(rows.a.shape) if rows.reshaped else o
+    # ``reshape`` returns a view of ``o`` or a fresh copy, so the cheap bounds test tells them
+    # apart (the exact ``np.shares_memory`` can take exponential time on strided views).
+    direct = np.may_share_memory(target, o) if rows.reshaped else True
     if direct and not np.may_share_memory(target, rows.a):
         compute(target)
     else:
@@ -182,7 +246,39 @@ def _map_out(rows: _Rows, out: Any, compute: Any) -> np.ndarray:
 
 
 def _threads(num_threads: Optional[int]) -> Optional[int]:
-    return None if num_threads is None else operator.index(num_threads)
+    """Checked here so that -1 or 2**64 get the same ValueError as 0 (the binding's unsigned
+    conversion would raise an OverflowError that does not name the argument)."""
+    if num_threads is None:
+        return None
+    n = operator.index(num_threads)
+    if not 1 <= n <= _core._SM_MAX_THREADS:
+        raise ValueError(
+            f"num_threads must be between 1 and {_core._SM_MAX_THREADS} (or None), got {n}"
+        )
+    return n
+
+
+def _n_points(n_points: Optional[int]) -> Optional[int]:
+    if n_points is None:
+        return None
+    k = operator.index(n_points)
+    if not _core._SM_MIN_POINTS <= k <= _core._SM_MAX_POINTS:
+        raise ValueError(
+            f"n_points must be in [{_core._SM_MIN_POINTS}, {_core._SM_MAX_POINTS}], got {k}"
+        )
+    return k
+
+
+def _taylor_order(order: int) -> npt.NDArray[np.float64]:
+    # Checked as an int: through float64 and the binding's cast, -2 read as 0 and 2**64 as
+    # 18446744073709551615 in the message.
+    k = operator.index(order)
+    if k < 2 or k % 2 or k > _core._SM_MAX_ORDER:
+        raise ValueError(
+            f"order must be an even integer in [2, {_core._SM_MAX_ORDER}] (odd orders can be "
+            f"negative), got {k}"
+        )
+    return np.array([k], dtype=np.float64)
 
 
 def softmax(
@@ -246,11 +342,11 @@ def logsumexp(
     array([-inf, -inf])
     """
     r = _Rows(x, axis)
-    res = _core._sm_logsumexp(r.a, r.axis, _threads(num_threads))
+    res = r.restore_outer(_core._sm_logsumexp(r.a, r.axis, _threads(num_threads)))
     if keepdims:
         if r.flat:
             return res.reshape((1,) * len(r.orig_shape))
-        return np.expand_dims(res, r.axis)
+        return np.expand_dims(res, r.orig_axis)
     return res[()] if res.ndim == 0 else res
 
 
@@ -260,8 +356,8 @@ def _vjp_rows(y: ArrayLike, grad: ArrayLike, axis: Axis) -> tuple[_Rows, np.ndar
     if g.shape != r.orig_shape:
         raise ValueError(f"grad has shape {g.shape} but y has shape {r.orig_shape}")
     g = _as_float(g, "grad").astype(r.a.dtype, copy=False)
-    if r.flat:
-        g = g.reshape(-1)
+    if r.reshaped:
+        g = g.reshape(r.a.shape)
     return r, g
 
 
@@ -316,11 +412,11 @@ def logsumexp_vjp(
     array([1., 1.])
     """
     r = _Rows(x, axis)
-    g = np.asarray(grad, dtype=np.float64)
+    g = _real(grad, "grad")
     outer = r.outer_shape()
     if g.shape != outer:
-        keep = list(r.a.shape)
-        keep[r.axis] = 1
+        keep = list(r.orig_shape)
+        keep[r.orig_axis] = 1
         if r.flat and g.size == 1:
             g = g.reshape(())
         elif g.shape == tuple(keep):
@@ -349,7 +445,7 @@ def taylor_softmax(
     True
     """
     r = _Rows(x, axis)
-    k = np.array([operator.index(order)], dtype=np.float64)
+    k = _taylor_order(order)
     return _map_out(
         r, out, lambda o: _core._sm_map("taylor_softmax", r.a, r.axis, k, o, _threads(num_threads))
     )
@@ -370,7 +466,7 @@ def taylor_softmax_vjp(
     array([ 0.5, -0.5])
     """
     r, g = _vjp_rows(x, grad, axis)
-    k = np.array([operator.index(order)], dtype=np.float64)
+    k = _taylor_order(order)
     return r.restore(_core._sm_vjp("taylor_softmax", r.a, g, r.axis, k, _threads(num_threads)))
 
 
@@ -445,7 +541,7 @@ def perturbmax(
     """
     r = _Rows(x, axis)
     nz = _noise(noise)
-    npts = None if n_points is None else operator.index(n_points)
+    npts = _n_points(n_points)
     one = np.ones(1)
     return _map_out(
         r,
@@ -473,7 +569,7 @@ def perturbmax_vjp(
     True
     """
     r, g = _vjp_rows(x, grad, axis)
-    npts = None if n_points is None else operator.index(n_points)
+    npts = _n_points(n_points)
     return r.restore(
         _core._sm_perturbmax_vjp(r.a, g, r.axis, _noise(noise), npts, _threads(num_threads))
     )
@@ -601,7 +697,7 @@ def entmax_vjp(
     gx, ga = _core._sm_entmax_vjp(r.a, g, r.axis, a, _threads(num_threads))
     if r.flat:
         return r.restore(gx), ga.reshape((1,) * len(r.orig_shape))
-    return gx, np.expand_dims(ga.reshape(r.outer_shape()), r.axis)
+    return r.restore(gx), np.expand_dims(ga.reshape(r.outer_shape()), r.orig_axis)
 
 
 def entropy_invariant_scale(n: ArrayLike, d: ArrayLike, base: float = 512) -> Any:
@@ -615,11 +711,19 @@ def entropy_invariant_scale(n: ArrayLike, d: ArrayLike, base: float = 512) -> An
     >>> round(entropy_invariant_scale(4096, 64), 6)
     0.166667
     """
-    n_a = np.asarray(n, dtype=np.float64)
-    d_a = np.asarray(d, dtype=np.float64)
-    if np.any(n_a < 1) or np.any(d_a <= 0) or not base > 1:
-        raise ValueError("need n ≥ 1, d > 0 and base > 1")
-    r = np.log(n_a) / math.log(base) / np.sqrt(d_a)
+    n_a = _real(n, "n")
+    d_a = _real(d, "d")
+    # Written so that NaN fails each test (``n < 1`` is False for NaN).
+    bad_n = ~((n_a >= 1) & (n_a < np.inf))
+    if bad_n.any():
+        raise ValueError(f"n must be finite and at least 1, got {n_a[bad_n].flat[0]}")
+    bad_d = ~((d_a > 0) & (d_a < np.inf))
+    if bad_d.any():
+        raise ValueError(f"d must be positive and finite, got {d_a[bad_d].flat[0]}")
+    b = float(_real(base, "base"))
+    if not 1 < b < math.inf:
+        raise ValueError(f"base must be finite and greater than 1, got {b}")
+    r = np.log(n_a) / math.log(b) / np.sqrt(d_a)
     return float(r) if r.ndim == 0 else r
 
 
@@ -637,19 +741,48 @@ def scaled_softmax(
 
     ``n`` (the number of keys) defaults to the length of ``axis``; pass it per row (e.g. the
     number of unmasked keys) as for a temperature. Its VJP is
-    ``softmax_vjp(y, g, temperature=1/λ)``.
+    ``softmax_vjp(y, g, temperature=1/λ)``. ``n = 1`` gives ``λ = 0``, whose limit is the
+    uniform distribution over the entries that are not ``-inf`` (the one unmasked key gets
+    probability 1; ``+inf`` entries share it as in :func:`softmax`).
 
     >>> import numpy as np
     >>> s = np.arange(512.0) / 100
     >>> bool(np.allclose(scaled_softmax(s, 64), softmax(s / 8)))
     True
+    >>> scaled_softmax(np.array([0.0, 5.0, -np.inf]), 64, n=1)
+    array([0.5, 0.5, 0. ])
     """
     r = _Rows(x, axis)
-    nn = r.a.shape[r.axis] if n is None else n
-    lam = np.asarray(entropy_invariant_scale(nn, d, base), dtype=np.float64)
-    # n = 1 gives λ = 0: the single entry gets probability 1 at any temperature.
-    t = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), 1.0)
-    return softmax(x, axis, temperature=t, out=out, num_threads=num_threads)
+    length = r.a.shape[r.axis]
+    # An empty axis has no keys; any valid n gives the same (empty) result.
+    nn = max(length, 1) if n is None else n
+    lam = r.param(entropy_invariant_scale(nn, d, base), "n")
+    dt = r.a.dtype
+    with np.errstate(over="ignore", divide="ignore"):
+        lam_dt = lam.astype(dt)
+        t = 1.0 / lam
+    if np.isinf(lam_dt).any():
+        raise ValueError(
+            f"the scale log_base(n)/sqrt(d) = {lam.max():g} overflows {dt} (d is too small)"
+        )
+    # λ = 0 (n = 1), or λ too small for 1/λ to be a temperature of the dtype (the kernels
+    # multiply by 1/τ in the dtype), is computed here as softmax(λ·x) with the limit's rule
+    # for infinities; before, λ = 0 silently became τ = 1 (plain softmax).
+    direct = (lam_dt > 0) & np.isfinite(t)
+    if direct.all():
+        return softmax(x, axis, temperature=t, out=out, num_threads=num_threads)
+    shape = list(r.a.shape)
+    shape[r.axis] = 1
+    lam_k = lam.reshape(shape) if lam.size > 1 else lam.reshape(())
+    a64 = r.a.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        z = np.where(np.isfinite(a64), a64 * lam_k, a64)
+    y = r.restore(_core._sm_softmax(z, r.axis, np.ones(1), None, _threads(num_threads), False))
+    if out is None:
+        return y.astype(dt, copy=False)
+    o = _check_out(out, r.orig_shape, dt)
+    np.copyto(o, y, casting="unsafe")
+    return o
 
 
 def sparsity(
@@ -681,5 +814,6 @@ def sparsity(
     res = _core._sm_sparsity(
         r.a, r.axis, measure, float(p), float(q), float(order), _threads(num_threads)
     )
+    res = r.restore_outer(res)
     return float(res) if res.ndim == 0 else res
 

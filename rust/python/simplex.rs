@@ -4,16 +4,19 @@
 //! normalises axes, promotes dtypes, broadcasts parameters to one value per row and validates
 //! `out=`; here arrays arrive as float32/float64 ndarrays (any strides) and go straight to the
 //! kernels with the GIL released. Fresh outputs are allocated uninitialised: every kernel
-//! writes every element of its output.
+//! writes every element of its output. Every allocation sized by the caller's shapes is
+//! fallible (a `MemoryError`, not an abort or a panic): a broadcast view or an empty axis can
+//! ask for far more memory than the input occupies.
 
 use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
 use numpy::{
     Element, IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyMemoryError, PyTypeError};
 use pyo3::prelude::*;
 
 use super::guarded;
+use crate::simplex::layout::{check_threads, fmt_num};
 use crate::simplex::losses::{self, Loss, Reduction};
 use crate::simplex::perturb::Noise;
 use crate::simplex::sparsity::Measure;
@@ -21,6 +24,94 @@ use crate::simplex::{
     entmax, layout::RowSpec, perturb, softmax, sparsemax, sparsity, taylor, topk,
 };
 use crate::simplex::{Float, Params};
+
+/// A fresh, uninitialised C-ordered array. `PyArrayDyn::new` panics when numpy cannot
+/// allocate (e.g. the output of a broadcast view of 10¹³ elements); this raises the
+/// `MemoryError` numpy set instead.
+fn new_array<'py, T: Element>(
+    py: Python<'py>,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    use numpy::npyffi::{npy_intp, NpyTypes, PY_ARRAY_API};
+    use numpy::PyArrayDescrMethods;
+    // Shapes come from existing numpy arrays, whose dimensions fit npy_intp.
+    let mut dims: Vec<npy_intp> = shape.iter().map(|&d| d as npy_intp).collect();
+    // SAFETY: `dims` holds `dims.len()` (≤ 32, numpy's limit for arrays reaching here)
+    // dimensions; null strides and data ask numpy for a fresh C-ordered buffer;
+    // `PyArray_NewFromDescr` steals the descriptor reference `into_dtype_ptr` hands over. A
+    // null return (out of memory, or a shape too large) becomes the Python error numpy set,
+    // and a non-null one is an ndarray of element type `T`, so the unchecked cast holds.
+    unsafe {
+        let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            PY_ARRAY_API.get_type_object(py, NpyTypes::PyArray_Type),
+            T::get_dtype(py).into_dtype_ptr(),
+            dims.len() as std::os::raw::c_int,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked())
+    }
+}
+
+/// `vec![v; n]` that raises `MemoryError` instead of aborting the process: per-row results of
+/// an empty axis (`logsumexp(np.empty((0, 10**11)), axis=0)`) can be huge for a tiny input.
+fn filled_vec<V: Clone>(n: usize, v: V) -> PyResult<Vec<V>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)
+        .map_err(|_| PyMemoryError::new_err(format!("cannot allocate the {n} per-row results")))?;
+    out.resize(n, v);
+    Ok(out)
+}
+
+/// The temperatures of `softmax`/`log_softmax` (and their VJPs) against the element type,
+/// checked here so that messages print numbers readably and so that a temperature whose `1/τ`
+/// rounds to 0 in the element type (float32, τ > ~7e44) is rejected: the kernels' `x·(1/τ)`
+/// would turn −∞ entries into NaN (−∞·0) where float64 gives the limit.
+fn check_temperatures<T: Float>(t: &[f64]) -> crate::Result<()> {
+    for &v in t {
+        if !(v > 0.0 && v.is_finite()) {
+            return Err(crate::Error::invalid(format!(
+                "temperature must be positive and finite, got {}",
+                fmt_num(v)
+            )));
+        }
+        let c = T::from_f64(1.0 / v);
+        if !c.to_f64().is_finite() {
+            return Err(crate::Error::invalid(format!(
+                "temperature {} is too small for {} (1/temperature overflows)",
+                fmt_num(v),
+                T::NAME
+            )));
+        }
+        if c == T::ZERO {
+            return Err(crate::Error::invalid(format!(
+                "temperature {} is too large for {} (1/temperature rounds to 0)",
+                fmt_num(v),
+                T::NAME
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The Taylor order from the façade's float parameter, without the saturating `as usize`
+/// cast (which reported −2 as "got 0").
+fn taylor_order(p: &[f64]) -> crate::Result<usize> {
+    let k = p.first().copied().unwrap_or(f64::NAN);
+    if k.fract() == 0.0 && (0.0..=taylor::MAX_ORDER as f64).contains(&k) {
+        Ok(k as usize)
+    } else {
+        Err(crate::Error::invalid(format!(
+            "order must be an even integer in [2, {}], got {}",
+            taylor::MAX_ORDER,
+            fmt_num(k)
+        )))
+    }
+}
 
 /// Runs a shape-preserving kernel into `out` (if given) or a fresh array.
 fn map_into<'py, T: Float + Element>(
@@ -32,10 +123,10 @@ fn map_into<'py, T: Float + Element>(
     let xr = x.try_readonly()?;
     let o = match out {
         Some(o) => o.cast::<PyArrayDyn<T>>()?.clone(),
-        // SAFETY: the array is fully written by the kernel before Python can see it (every
-        // kernel writes every element of its output, including on error-free special rows);
-        // if the kernel fails the array is dropped unseen.
-        None => unsafe { PyArrayDyn::<T>::new(py, xr.shape(), false) },
+        // Uninitialised: the array is fully written by the kernel before Python can see it
+        // (every kernel writes every element of its output, including on error-free special
+        // rows); if the kernel fails the array is dropped unseen.
+        None => new_array::<T>(py, xr.shape())?,
     };
     {
         let mut ow = o.try_readwrite()?;
@@ -70,8 +161,8 @@ fn map2_into<'py, T: Float + Element>(
             yr.shape()
         )));
     }
-    // SAFETY: fully written by the kernel (see `map_into`).
-    let o = unsafe { PyArrayDyn::<T>::new(py, yr.shape(), false) };
+    // Fully written by the kernel (see `map_into`).
+    let o = new_array::<T>(py, yr.shape())?;
     {
         let mut ow = o.try_readwrite()?;
         let (yv, gv) = (yr.as_array(), gr.as_array());
@@ -117,10 +208,13 @@ fn _sm_softmax<'py>(
     log: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let t = temperature.as_slice()?;
-    dispatch!(x, |a: T| map_into(py, a, out, |xv, ov| if log {
-        softmax::log_softmax::<T>(xv, axis, Params(t), ov, num_threads)
-    } else {
-        softmax::softmax::<T>(xv, axis, Params(t), ov, num_threads)
+    dispatch!(x, |a: T| map_into(py, a, out, |xv, ov| {
+        check_temperatures::<T>(t)?;
+        if log {
+            softmax::log_softmax::<T>(xv, axis, Params(t), ov, num_threads)
+        } else {
+            softmax::softmax::<T>(xv, axis, Params(t), ov, num_threads)
+        }
     }))
 }
 
@@ -142,10 +236,15 @@ fn _sm_logsumexp<'py>(
         let shape = outer_shape(xr.shape(), axis)?;
         let n: usize = shape.iter().product();
         let xv = xr.as_array();
-        let v = guarded(py, || {
-            let mut v = vec![T::ZERO; n];
-            softmax::logsumexp::<T>(&xv, axis, &mut v, num_threads)?;
-            Ok(v)
+        let empty_axis = xr.shape().get(axis).is_some_and(|&l| l == 0);
+        // An empty row's log-sum is −∞: filled directly, not by visiting every empty row.
+        let mut v = filled_vec(n, if empty_axis { T::NEG_INFINITY } else { T::ZERO })?;
+        guarded(py, || {
+            if empty_axis {
+                check_threads(num_threads)
+            } else {
+                softmax::logsumexp::<T>(&xv, axis, &mut v, num_threads)
+            }
         })?;
         v.into_pyarray(py).reshape(IxDyn(&shape))
     }
@@ -167,16 +266,17 @@ fn _sm_vjp<'py>(
     let kind = kind.to_string();
     dispatch!(y, |a: T| map2_into(py, a, grad, |yv, gv, ov| {
         match kind.as_str() {
-            "softmax" => softmax::softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads),
-            "log_softmax" => {
+            // The same temperatures as the maps accept (`check_temperatures`).
+            "softmax" => check_temperatures::<T>(p)
+                .and_then(|_| softmax::softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads)),
+            "log_softmax" => check_temperatures::<T>(p).and_then(|_| {
                 softmax::log_softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads)
-            }
+            }),
             "topk_softmax" => softmax::softmax_vjp::<T>(yv, gv, axis, Params::ONE, ov, num_threads),
             "sparsemax" => sparsemax::sparsemax_vjp::<T>(yv, gv, axis, ov, num_threads),
             "entmax15" => entmax::entmax15_vjp::<T>(yv, gv, axis, ov, num_threads),
-            "taylor_softmax" => {
-                taylor::taylor_softmax_vjp::<T>(yv, gv, axis, p[0] as usize, ov, num_threads)
-            }
+            "taylor_softmax" => taylor_order(p)
+                .and_then(|k| taylor::taylor_softmax_vjp::<T>(yv, gv, axis, k, ov, num_threads)),
             other => Err(crate::Error::invalid(format!("unknown map {other:?}"))),
         }
     }))
@@ -228,7 +328,7 @@ fn _sm_entmax_vjp<'py>(
     let n_rows: usize = outer_shape(y.cast::<numpy::PyUntypedArray>()?.shape(), axis)?
         .iter()
         .product();
-    let mut ga = vec![0.0f64; n_rows];
+    let mut ga = filled_vec(n_rows, 0.0f64)?;
     let gx = {
         let gref = &mut ga;
         dispatch!(y, |a: T| map2_into(py, a, grad, |yv, gv, ov| {
@@ -261,9 +361,8 @@ fn _sm_map<'py>(
             "entmax15" => entmax::entmax15::<T>(xv, axis, ov, num_threads),
             "entmax" => entmax::entmax::<T>(xv, axis, Params(p), ov, num_threads),
             "topk_softmax" => topk::topk_softmax::<T>(xv, axis, Params(p), ov, num_threads),
-            "taylor_softmax" => {
-                taylor::taylor_softmax::<T>(xv, axis, p[0] as usize, ov, num_threads)
-            }
+            "taylor_softmax" => taylor_order(p)
+                .and_then(|k| taylor::taylor_softmax::<T>(xv, axis, k, ov, num_threads)),
             "perturbmax" => perturb::perturbmax::<T>(xv, axis, noise, n_points, ov, num_threads),
             other => Err(crate::Error::invalid(format!("unknown map {other:?}"))),
         }
@@ -305,10 +404,16 @@ fn _sm_sparsity<'py>(
         let shape = outer_shape(xr.shape(), axis)?;
         let n: usize = shape.iter().product();
         let xv = xr.as_array();
-        let v = guarded(py, || {
-            let mut v = vec![0.0f64; n];
-            sparsity::sparsity::<T>(&xv, axis, m, &mut v, num_threads)?;
-            Ok(v)
+        let empty_axis = xr.shape().get(axis).is_some_and(|&l| l == 0);
+        // An empty row has no scale (NaN): filled directly, not by visiting every empty row.
+        let mut v = filled_vec(n, if empty_axis { f64::NAN } else { 0.0 })?;
+        guarded(py, || {
+            if empty_axis {
+                sparsity::check_measure(m)?;
+                check_threads(num_threads)
+            } else {
+                sparsity::sparsity::<T>(&xv, axis, m, &mut v, num_threads)
+            }
         })?;
         v.into_pyarray(py).reshape(IxDyn(&shape))
     }
@@ -378,8 +483,9 @@ fn _sm_loss<'py>(
         let n_rows: usize = outer_shape(xr.shape(), axis)?.iter().product();
         let xv = xr.as_array();
         let g = if return_grad {
-            // SAFETY: the loss kernel writes every row of the gradient (ignored rows with 0).
-            Some(unsafe { PyArrayDyn::<T>::new(py, xr.shape(), false) })
+            // Uninitialised: the loss kernel writes every row of the gradient (ignored rows
+            // with 0).
+            Some(new_array::<T>(py, xr.shape())?)
         } else {
             None
         };
@@ -388,9 +494,9 @@ fn _sm_loss<'py>(
             None => None,
         };
         let mut gv = gw.as_mut().map(|w| w.as_array_mut());
-        let (l, c) = guarded(py, || {
-            let mut l = vec![0.0f64; n_rows];
-            let c = losses::loss_rows::<T>(
+        let mut l = filled_vec(n_rows, 0.0f64)?;
+        let c = guarded(py, || {
+            losses::loss_rows::<T>(
                 &xv,
                 axis,
                 t,
@@ -400,8 +506,7 @@ fn _sm_loss<'py>(
                 &mut l,
                 gv.as_mut(),
                 num_threads,
-            )?;
-            Ok((l, c))
+            )
         })?;
         drop(gv);
         drop(gw);
@@ -451,5 +556,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_SM_ALPHA_MAX", entmax::ALPHA_MAX)?;
     m.add("_SM_MAX_ORDER", taylor::MAX_ORDER)?;
     m.add("_SM_MAX_POINTS", perturb::MAX_POINTS)?;
+    m.add("_SM_MIN_POINTS", perturb::MIN_POINTS)?;
+    m.add("_SM_MAX_THREADS", crate::parallel::MAX_THREADS)?;
     Ok(())
 }

@@ -35,6 +35,56 @@ pub(crate) fn threads_from(threads: Option<usize>, elements: usize, min: usize) 
     }
 }
 
+/// Checks a requested thread count (`None` = default) whatever the array size, so that an
+/// invalid `num_threads` fails the same way for small arrays (which never reach the pool) as
+/// for large ones.
+pub(crate) fn check_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        Some(t) => parallel::resolve_threads(Some(t)).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// `v` for a message: plain decimal for ordinary magnitudes, exponent form otherwise (Rust's
+/// `{}` prints `1e-300` as a 300-digit decimal).
+pub(crate) fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() || (1e-4..1e16).contains(&a) {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
+/// Whether elements of a view with these (element) strides may share memory: sorted by
+/// |stride|, each axis of length > 1 must step past every offset the faster axes reach
+/// (ndarray's own test for views it builds). Exact for every view made by slicing,
+/// transposing or reshaping a fresh array; conservative (reports overlap) only for some
+/// interleaved layouts that need `as_strided`. A zero stride on an axis of length > 1 fails it.
+pub(crate) fn may_overlap(shape: &[usize], strides: &[isize]) -> bool {
+    if shape.contains(&0) {
+        return false;
+    }
+    let mut live: Vec<(usize, usize)> = shape
+        .iter()
+        .zip(strides)
+        .filter(|(&n, _)| n > 1)
+        .map(|(&n, &s)| (s.unsigned_abs(), n))
+        .collect();
+    live.sort_unstable();
+    let mut reach = 0usize;
+    for (s, n) in live {
+        if s <= reach {
+            return true;
+        }
+        reach = match (n - 1).checked_mul(s).and_then(|o| o.checked_add(reach)) {
+            Some(r) => r,
+            None => return true,
+        };
+    }
+    false
+}
+
 /// Elements per parallel task (rounded to whole rows).
 const TASK_ELEMENTS: usize = 1 << 14;
 
@@ -127,7 +177,10 @@ impl<'a> Params<'a> {
             )));
         }
         if let Some(v) = self.0.iter().find(|v| !ok(**v)) {
-            return Err(Error::invalid(format!("{name} must be {what}, got {v}")));
+            return Err(Error::invalid(format!(
+                "{name} must be {what}, got {}",
+                fmt_num(*v)
+            )));
         }
         Ok(())
     }
@@ -135,7 +188,7 @@ impl<'a> Params<'a> {
 
 /// Raw access to the rows of one array. Reads and writes go through raw pointers because the
 /// rows are handed to several threads at once; rows are disjoint, which is what makes this
-/// sound (outputs are checked to have no zero strides).
+/// sound (outputs are checked not to overlap themselves, [`may_overlap`]).
 pub(crate) struct Rows<T> {
     ptr: *mut T,
     outer_shape: Vec<usize>,
@@ -150,7 +203,7 @@ pub(crate) struct Rows<T> {
 }
 
 // SAFETY: `Rows` is only built from views that outlive the call that uses it; distinct rows of
-// an output never overlap (zero strides are rejected), and inputs are never written.
+// an output never overlap (self-overlapping outputs are rejected), and inputs are never written.
 unsafe impl<T: Send> Send for Rows<T> {}
 // SAFETY: as above; shared access hands out distinct rows to distinct threads.
 unsafe impl<T: Sync> Sync for Rows<T> {}
@@ -175,13 +228,13 @@ impl<T: Float> Rows<T> {
             )));
         }
         let axis = spec.axis;
-        if writable
-            && !shape.contains(&0)
-            && shape.iter().zip(&strides).any(|(&d, &s)| d > 1 && s == 0)
-        {
-            return Err(Error::invalid(
-                "output array has overlapping (zero-stride) elements",
-            ));
+        // Rows of an output are written from several threads through raw pointers: any
+        // self-overlap (not only a zero stride: `as_strided` can make strides that alias
+        // elements of different rows) would be a data race and garbage output.
+        if writable && may_overlap(&shape, &strides) {
+            return Err(Error::invalid(format!(
+                "out has overlapping elements (shape {shape:?}, element strides {strides:?})"
+            )));
         }
         let mut outer_shape = shape.clone();
         outer_shape.remove(axis);
@@ -357,6 +410,9 @@ pub(crate) fn run_rows<T: Float>(
     threads: Option<usize>,
     f: impl Fn(usize, &mut Work<T>) -> Result<()> + Sync,
 ) -> Result<()> {
+    // Validated here, before the small-array shortcut below, so that a bad count is an error
+    // whatever the size of the array.
+    check_threads(threads)?;
     let n_rows = spec.n_rows();
     let len = spec.len().max(1);
     let total = n_rows.saturating_mul(len);
@@ -394,6 +450,11 @@ pub(crate) fn map_rows<T: Float>(
     let spec = RowSpec::new(x.shape(), axis)?;
     let xi = Rows::input(x, &spec)?;
     let oo = Rows::output(out, &spec)?;
+    if out.is_empty() {
+        // Nothing to write: without this, an empty axis with 10⁹ rows would loop over 10⁹
+        // empty rows (a minute, uninterruptible with the GIL released).
+        return check_threads(threads);
+    }
     run_rows::<T>(&spec, threads, |r, w| {
         let mut xa = std::mem::take(&mut w.a);
         let mut ob = std::mem::take(&mut w.b);
@@ -423,6 +484,10 @@ pub(crate) fn map_rows2<T: Float>(
     let yi = Rows::input(y, &spec)?;
     let gi = Rows::input(g, &spec)?;
     let oo = Rows::output(out, &spec)?;
+    if out.is_empty() {
+        // Nothing to write (see `map_rows`).
+        return check_threads(threads);
+    }
     run_rows::<T>(&spec, threads, |r, w| {
         let mut ya = std::mem::take(&mut w.a);
         let mut gb = std::mem::take(&mut w.b);
@@ -486,6 +551,74 @@ mod tests {
         assert_eq!(threads_from(Some(0), 10, min), Some(0));
         let big = parallel::MAX_THREADS + 1;
         assert_eq!(threads_from(Some(big), 10, min), Some(big));
+    }
+
+    /// Self-overlap of outputs: zero and aliasing strides are refused (they made parallel
+    /// rows race and gave garbage), every slice/transpose/reversal of a fresh array is not.
+    #[test]
+    fn overlapping_outputs() {
+        assert!(may_overlap(&[4, 6], &[1, 1]));
+        assert!(may_overlap(&[4, 6], &[0, 1]));
+        assert!(!may_overlap(&[4, 6], &[6, -1]));
+        assert!(may_overlap(&[4, 6], &[3, 1]));
+        // every third column of a 4×18 array: strides 18 and 3 (18 < 3·6 yet distinct)
+        assert!(!may_overlap(&[4, 6], &[18, 3]));
+        assert!(!may_overlap(&[6, 4], &[1, 6]));
+        assert!(!may_overlap(&[4, 6], &[-24, -2]));
+        assert!(!may_overlap(&[1, 6], &[0, 1]));
+        assert!(!may_overlap(&[0, 6], &[0, 0]));
+        assert!(!may_overlap(&[], &[]));
+        assert!(may_overlap(&[3, 3], &[isize::MAX / 2, isize::MAX / 2 + 1]));
+        let spec = RowSpec::new(&[4, 6], 1).unwrap();
+        let build = |strides: &[isize]| {
+            Rows::<f64>::build(std::ptr::null_mut(), &[4, 6], strides, &spec, true).map(|_| ())
+        };
+        let err = build(&[1, 1]).unwrap_err().to_string();
+        assert!(err.contains("out has overlapping elements"), "{err}");
+        assert!(build(&[0, 1]).is_err());
+        assert!(build(&[18, 3]).is_ok());
+        // inputs may overlap (a broadcast input is fine)
+        assert!(Rows::<f64>::build(std::ptr::null_mut(), &[4, 6], &[0, 1], &spec, false).is_ok());
+    }
+
+    /// A bad thread count is reported for small arrays too (they never reach the pool), and
+    /// an empty output returns before visiting its (possibly 10¹²) empty rows.
+    #[test]
+    fn threads_checked_and_empty_outputs_skipped() {
+        let x = ArrayD::<f64>::zeros(IxDyn(&[2, 3]));
+        let mut out = ArrayD::<f64>::zeros(IxDyn(&[2, 3]));
+        for bad in [Some(0), Some(parallel::MAX_THREADS + 1)] {
+            let r = map_rows(&x.view(), 1, &mut out.view_mut(), bad, |_, _, _, _| Ok(()));
+            assert!(r.is_err(), "{bad:?}");
+            let mut sums = vec![0.0; 2];
+            assert!(reduce_rows(&x.view(), 1, &mut sums, bad, |_, _, _| Ok(0.0)).is_err());
+        }
+        let e = ArrayD::<f64>::zeros(IxDyn(&[1 << 40, 0]));
+        let mut eo = ArrayD::<f64>::zeros(IxDyn(&[1 << 40, 0]));
+        let visited = std::sync::atomic::AtomicUsize::new(0);
+        map_rows(&e.view(), 1, &mut eo.view_mut(), None, |_, _, _, _| {
+            visited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(visited.into_inner(), 0);
+        assert!(
+            map_rows(&e.view(), 1, &mut eo.view_mut(), Some(0), |_, _, _, _| Ok(
+                ()
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn numbers_in_messages() {
+        assert_eq!(fmt_num(1e-300), "1e-300");
+        assert_eq!(fmt_num(1e300), "1e300");
+        assert_eq!(fmt_num(-2.5), "-2.5");
+        assert_eq!(fmt_num(0.0), "0");
+        assert_eq!(fmt_num(f64::NAN), "NaN");
+        assert_eq!(fmt_num(f64::NEG_INFINITY), "-inf");
+        assert_eq!(fmt_num(1e7), "10000000");
     }
 
     #[test]

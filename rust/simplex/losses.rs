@@ -80,6 +80,13 @@ pub fn normalize_embeddings(e: &[f64], dim: usize) -> Result<Vec<f64>> {
     }
     let mut out = e.to_vec();
     for (i, row) in out.chunks_mut(dim).enumerate() {
+        // Divided by the largest magnitude first (normalising is scale invariant): plain
+        // squares overflow for rows like [1e160, 1e160] and underflow to a norm of 0 for
+        // [1e-200, 1e-200]. A non-finite or zero maximum is left for the check below.
+        let m = row.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        if m > 0.0 && m.is_finite() {
+            row.iter_mut().for_each(|v| *v /= m);
+        }
         let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
         if norm.is_nan() || norm <= 0.0 || !norm.is_finite() {
             return Err(Error::invalid(format!(

@@ -49,21 +49,29 @@ pub fn measure_row(x: &[f64], m: Measure) -> f64 {
             n.powf(e) * lp(x, q) / lp(x, p)
         }
         Measure::Renyi { order } => {
-            let s: f64 = x.iter().sum();
+            // The sum is taken of the row divided by its largest entry: the entropy depends
+            // only on x / Σx, and a plain Σx overflows for finite rows such as
+            // [1e308, 1e308, 0, 0] (whose entropy is ln 2). A NaN entry makes `s` NaN.
+            let m = x.iter().fold(0.0f64, |a, &b| a.max(b));
+            if m <= 0.0 || !m.is_finite() {
+                return f64::NAN;
+            }
+            let s: f64 = x.iter().map(|&v| v / m).sum();
             if s <= 0.0 || !s.is_finite() {
                 return f64::NAN;
             }
+            let p = |v: f64| v / m / s;
             if order == 1.0 {
                 -x.iter()
                     .filter(|&&v| v > 0.0)
-                    .map(|&v| v / s * (v / s).ln())
+                    .map(|&v| p(v) * p(v).ln())
                     .sum::<f64>()
             } else if order == f64::INFINITY {
-                -(x.iter().fold(0.0f64, |a, &b| a.max(b)) / s).ln()
+                -(1.0 / s).ln()
             } else if order == 0.0 {
                 (x.iter().filter(|&&v| v > 0.0).count() as f64).ln()
             } else {
-                x.iter().map(|&v| (v / s).powf(order)).sum::<f64>().ln() / (1.0 - order)
+                x.iter().map(|&v| p(v).powf(order)).sum::<f64>().ln() / (1.0 - order)
             }
         }
     }
@@ -124,5 +132,13 @@ mod tests {
         assert!(measure_row(&one_hot, r).abs() < 1e-15);
         assert!((measure_row(&flat, r) - 4f64.ln()).abs() < 1e-15);
         assert!(measure_row(&[0.0, 0.0], h).is_nan());
+        // A finite row whose sum overflows: the entropy is still that of [1/2, 1/2, 0, 0].
+        let big = [1e308, 1e308, 0.0, 0.0];
+        for order in [0.0, 0.5, 1.0, 2.0, f64::INFINITY] {
+            let v = measure_row(&big, Measure::Renyi { order });
+            assert!((v - 2f64.ln()).abs() < 1e-15, "order {order}: {v}");
+        }
+        assert!(measure_row(&[f64::NAN, 1.0], r).is_nan());
+        assert!(measure_row(&[f64::INFINITY, 1.0], r).is_nan());
     }
 }
