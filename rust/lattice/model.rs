@@ -4,8 +4,9 @@
 //! `text[s..e]`, plus SentencePiece's unknown-character edges. Matchable pieces are NORMAL and
 //! USER_DEFINED ones (CONTROL, UNUSED, UNKNOWN and BYTE pieces never match text, as in
 //! SentencePiece). Scores follow SentencePiece's unigram encoder exactly:
-//! - USER_DEFINED pieces score `byte_len · max_score − 0.1` (`max_score` over NORMAL pieces, with
-//!   SentencePiece's `FLT_MIN` floor), which makes them win against any split;
+//! - USER_DEFINED pieces score `0.1·(len − 1)` (SentencePiece 0.2.3; `len` in bytes for
+//!   Viterbi, in characters for the lattice methods, as there), which makes them win against
+//!   any split of them into log-probabilities;
 //! - where no single-character piece starts, an UNK edge of one character with score
 //!   `min_score − 10` (SentencePiece `kUnkPenalty`); after decoding, consecutive UNKs merge into
 //!   one token, or, with `byte_fallback`, each UNK character becomes its `<0xXX>` byte pieces.
@@ -395,9 +396,13 @@ impl Model {
         let mut score64 = vec![0f64; n + 1];
         for (i, p) in spec.pieces.iter().enumerate() {
             if is_user[i] {
-                let s = (p.piece.len() as f32 * max_score) as f64 - 0.1;
-                score64[i] = s;
-                score32[i] = s as f32;
+                // SentencePiece 0.2.3's `GetUserDefinedScore(length)`: a float `0.1·(len − 1)`,
+                // where its Viterbi counts `len` in bytes and its lattice (sampling, k-best,
+                // marginals) in characters; the two differ for non-ASCII pieces, as there.
+                let bytes = p.piece.len();
+                let chars = std::str::from_utf8(&p.piece).map_or(bytes, |t| t.chars().count());
+                score32[i] = (0.1 * (bytes as f64 - 1.0)) as f32;
+                score64[i] = (0.1 * (chars as f64 - 1.0)) as f32 as f64;
             } else if matchable[i] {
                 score32[i] = p.score;
                 score64[i] = p.score as f64;
@@ -1160,11 +1165,20 @@ pub(crate) mod tests {
     /// A random vocabulary over a few one- to four-byte characters, pieces up to `max_chars`
     /// characters, with the options the single-pass decoders treat differently.
     pub(crate) fn arb_model(max_chars: usize) -> impl Strategy<Value = Model> {
+        arb_model_scored(max_chars, -12.0, -0.5)
+    }
+
+    /// [`arb_model`] with piece scores drawn from `lo..hi`.
+    pub(crate) fn arb_model_scored(
+        max_chars: usize,
+        lo: f32,
+        hi: f32,
+    ) -> impl Strategy<Value = Model> {
         let chars = ["a", "b", "é", "中", "▁", "😀"];
         let piece = proptest::collection::vec(0..chars.len(), 1..=max_chars)
             .prop_map(move |v| v.iter().map(|&i| chars[i]).collect::<String>());
         (
-            proptest::collection::btree_map(piece, -12.0f32..-0.5, 1..24),
+            proptest::collection::btree_map(piece, lo..hi, 1..24),
             any::<bool>(),
             0u8..3,
             proptest::collection::vec(any::<bool>(), 24),

@@ -12,8 +12,9 @@
 //! paths, with the same first-met tie-breaking.
 //!
 //! # Why f32 rounding cannot flip a decision (the robustness test)
-//! The pass sums in f32 (user-defined bonus in f64, stored as f32). Let `u = 2^-24` (f32
-//! unit roundoff) and `M` bound the magnitude of every value computed inside a word. A
+//! The pass sums f32 scores in f64 (see `viterbi`); the bound below uses `u = 2^-24` (f32
+//! unit roundoff, from when it summed in f32), which only makes it more conservative for f64's
+//! `2^-53`. Let `u = 2^-24` and `M` bound the magnitude of every value computed inside a word. A
 //! computed value at position `p` reached by `k` edges from the word start `a` is the exact
 //! `g(a) + L` (`L` the exact path sum from `a`, `g(a)` the computed value at `a`) up to
 //! `k·u·M`; `max` over candidates is 1-Lipschitz, so by induction every computed position
@@ -417,7 +418,10 @@ impl WordCache {
     /// returns false (with `out` as it was) when the line must take the full pass.
     pub(crate) fn encode(&mut self, model: &Model, text: &[u8], out: &mut Vec<i32>) -> bool {
         let n = text.len();
-        if !model.word_cut() || n > MAX_TEXT {
+        // A line whose path scores could reach SentencePiece's rebasing threshold takes the
+        // full pass, which rebases as SentencePiece does (the bound below assumes none).
+        let rebasing = n as f64 * model.max_abs_score() >= super::viterbi::RESET_THRESHOLD as f64;
+        if !model.word_cut() || n > MAX_TEXT || rebasing {
             return false;
         }
         if self.uid != model.uid() || !self.index.is_ready() {
