@@ -125,10 +125,13 @@ def test_non_finite_scores(bad: float) -> None:
 def test_absurd_scores_refused() -> None:
     # Found by fuzzing: scores of 4.5e15 / -1.8e21 left no precision for log Z, so marginals
     # exceeded 1 and entropy came out inf. |score| > 1e7 is refused.
-    for bad in (4.5e15, -1.8e21, 2e7):
+    # -1e39 overflows float32 (it was reported as "non-finite score -inf").
+    for bad in (4.5e15, -1.8e21, 2e7, -1e39):
         with pytest.raises(LimitError, match="log-probabilities"):
             Unigram.from_pieces([("a", -1.0), ("b", bad)])
     assert Unigram.from_pieces([("a", -1.0), ("b", -9e6)]).vocab_size == 2
+    with pytest.raises(LimitError, match="log-probabilities"):
+        Unigram.from_hf_json(hf_doc([["a", -1.0], ["b", -1e39]]))
 
 
 def test_non_finite_scores_in_json() -> None:

@@ -303,6 +303,14 @@ pub fn load_hf_json(data: &[u8]) -> Result<VocabSpec> {
                 format!("model.vocab[{i}] must be a [string, number] pair"),
             ));
         };
+        if score.is_finite() && !(score as f32).is_finite() {
+            // Otherwise reported as "non-finite score -inf" for a finite number.
+            return Err(Error::Limit(format!(
+                "model.vocab[{i}] has score {score:e}, which does not fit a float32; scores are \
+                 log-probabilities and must lie within ±{:e}",
+                super::model::MAX_ABS_SCORE
+            )));
+        }
         let kind = if byte_fallback && super::spm::parse_byte_piece(piece.as_bytes()).is_some() {
             PieceKind::Byte
         } else {

@@ -937,6 +937,14 @@ impl Unigram {
                 .get_item(1)?
                 .extract()
                 .map_err(|_| PyTypeError::new_err(format!("pieces[{i}][1] must be a float")))?;
+            if score.is_finite() && !(score as f32).is_finite() {
+                // Otherwise reported as "non-finite score -inf" for a finite input.
+                return Err(to_pyerr(crate::Error::Limit(format!(
+                    "pieces[{i}][1] = {score:e} does not fit a float32 score; scores are \
+                     log-probabilities and must lie within ±{:e}",
+                    crate::lattice::model::MAX_ABS_SCORE
+                ))));
+            }
             list.push((bytes, score as f32));
         }
         Unigram::build(py, move || {
