@@ -69,6 +69,48 @@ def test_epoch_sampler() -> None:
     assert list(s) == a
 
 
+def test_integer_arguments_are_checked_up_front(model: probcraft.Unigram) -> None:
+    ds = TokenizeDataset(model, TEXTS)
+    # Floats used to be truncated silently by int().
+    for bad in (lambda: ds[1.7], lambda: ds[(0, 1.5)], lambda: ds[(0.5, 1)],
+                lambda: ds.__getitems__([0, 2.0]), lambda: EpochSampler(2.7),
+                lambda: PadCollate(pad_id=1.5), lambda: PadCollate(max_length=2.0),
+                lambda: ds.set_epoch(1.0), lambda: HFTokenize(model, seed=0.5),
+                lambda: TokenizeDataset(model, TEXTS, seed=1.0)):
+        with pytest.raises(TypeError, match="must be an integer"):
+            bad()
+    # Integer types other than int still work.
+    assert ds[np.int64(3)].tolist() == ds[3].tolist()
+    assert len(EpochSampler(np.int32(4))) == 4
+    # A negative max_length used to slice from the end (dropping the last tokens).
+    with pytest.raises(ValueError, match="max_length"):
+        PadCollate(max_length=-1)
+    with pytest.raises(ValueError, match="pad_id"):
+        PadCollate(pad_id=2**63)
+    # Seeds and epochs are u64: checked when given, not when the first item is fetched.
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+            EpochSampler(5, seed=seed)
+        with pytest.raises(ValueError, match="seed"):
+            HFTokenize(model, seed=seed)
+        with pytest.raises(ValueError, match="seed"):
+            epoch_seed(seed, 0)
+    for obj in (EpochSampler(5), ds):
+        for epoch in (-1, 2**64, 2**70):
+            with pytest.raises(ValueError, match="epoch"):
+                obj.set_epoch(epoch)
+        assert obj.epoch == 0
+    with pytest.raises(ValueError, match="epoch"):
+        ds[(2**64, 0)]
+    with pytest.raises(ValueError, match="indices"):
+        HFTokenize(model)({"text": ["ab"]}, [-1])
+    # The extremes are valid.
+    s = EpochSampler(5, seed=2**64 - 1)
+    s.set_epoch(2**64 - 1)
+    assert sorted(i for _, i in s) == list(range(5))
+    assert len(ds[(2**64 - 1, 0)]) >= 0
+
+
 torch = pytest.importorskip("torch")
 
 

@@ -11,7 +11,10 @@ Subcommands::
 Guarantees:
 
 * Output is written to a temporary file beside the destination and renamed into place only
-  when complete, so an interrupted or failed run never leaves a truncated output file.
+  when complete, so an interrupted or failed run never leaves a truncated output file. New
+  files get the usual ``0o666 & ~umask`` mode; an overwritten file keeps its mode.
+* An output (``.offsets.npy`` sidecars included) that is the same file as an input or the
+  model is refused (exit status 2) before anything is read or written.
 * Line ``i`` (0-based, counting every input line) is segmented with the random stream
   ``(seed, i)``: any line can be reproduced alone with ``Unigram.encode(line, seed=...)``
   via ``probcraft.derive_line_seed`` semantics (the batch API does this for you).
@@ -29,6 +32,7 @@ import json
 import os
 import pathlib
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -40,11 +44,48 @@ __all__ = ["main", "load_model", "read_records", "InputError"]
 
 
 class InputError(ValueError):
-    """A malformed input record; ``line`` is its 1-based line (or row) number."""
+    """A malformed input record; ``line`` is its 1-based line (or row) number and ``path``
+    its file when that is not simply the command's ``--input``."""
 
-    def __init__(self, line: int, message: str) -> None:
+    def __init__(self, line: int, message: str, path: Optional[str] = None) -> None:
         super().__init__(f"line {line}: {message}")
         self.line = line
+        self.path = path
+
+
+class _UsageError(Exception):
+    """A bad combination of arguments, found before any work: exit status 2, like argparse."""
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {v}")
+    return v
+
+
+def _seed(text: str) -> int:
+    # Seeds are u64 in the core; checked here so that a huge value is a usage error rather
+    # than an OverflowError traceback from deep inside training or encoding.
+    v = int(text)
+    if not 0 <= v < 2**64:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**64), got {v}")
+    return v
+
+
+def _offsets_path(p: pathlib.Path) -> pathlib.Path:
+    """The ``.offsets.npy`` sidecar of an ids file: ``x.npy`` -> ``x.offsets.npy``, any other
+    name gets the suffix appended. Case-insensitive, like the format detection, so that the
+    writer and the reader (``decode``) agree on ``X.NPY`` too."""
+    stem = p.name[: -len(".npy")] if p.name.lower().endswith(".npy") else p.name
+    return p.with_name(stem + ".offsets.npy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,9 +255,14 @@ class _AtomicFiles:
         return self.pairs[i][0]
 
     def commit(self) -> None:
-        for tmp, _ in self.pairs:
+        for tmp, dest in self.pairs:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            # mkstemp creates 0600 files and os.replace keeps the temporary's mode, so without
+            # this every output would be private and an overwritten file would lose its mode.
+            # Applied only now, as a read-only destination mode would stop us writing the
+            # temporary.
+            os.chmod(tmp, _dest_mode(dest))
         for tmp, dest in self.pairs:
             os.replace(tmp, dest)
         self.done = True
@@ -229,6 +275,16 @@ class _AtomicFiles:
             for tmp, _ in self.pairs:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
+
+
+def _dest_mode(dest: pathlib.Path) -> int:
+    """The mode an output should get: the existing destination's, else ``0o666 & ~umask``
+    (what ``open(dest, "w")`` would have given)."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(dest).st_mode)
+    umask = os.umask(0o022)  # the only portable way to read the umask is to set it
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 class _NpyStream:
@@ -271,8 +327,7 @@ class _Writer:
     def __init__(self, out: pathlib.Path, fmt: str) -> None:
         self.fmt = fmt
         if fmt == "npy":
-            self.offsets_path = out.with_name(out.name[: -len(".npy")] + ".offsets.npy") \
-                if out.name.endswith(".npy") else out.with_name(out.name + ".offsets.npy")
+            self.offsets_path = _offsets_path(out)
             self.files = _AtomicFiles(out, self.offsets_path)
             self.ids = _NpyStream(self.files.tmp(0), np.int32)
             self.offs = _NpyStream(self.files.tmp(1), np.int64)
@@ -387,6 +442,46 @@ class _Progress:
 # Subcommands
 
 
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file: ``samefile`` when both exist (symlinks, hard links,
+    ``./x`` vs ``x``), else the resolved paths (an output that does not exist yet may still be
+    spelled through a symlinked directory)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_paths(a: argparse.Namespace) -> None:
+    """Refuses an output that is also an input or the model, before any work.
+
+    Outputs are renamed over their destination at the end, so ``-i c.txt -o c.txt`` would
+    silently replace the user's corpus (or model) with the result.
+    """
+    inputs: list[tuple[str, str]] = []  # (role, path)
+    outputs: list[str] = []
+    if a.cmd == "train":
+        inputs = [("input", p) for p in a.input if p != "-"]
+        outputs = [a.output]
+    elif a.cmd == "encode":
+        inputs = [("model", a.model)] + ([("input", a.input)] if a.input != "-" else [])
+        out = pathlib.Path(a.output)
+        outputs = [a.output]
+        if _output_format(out, a.output_format) == "npy":
+            outputs.append(str(_offsets_path(out)))
+    elif a.cmd == "decode":
+        inputs = [("model", a.model), ("input", a.input)]
+        if a.input.lower().endswith(".npy"):
+            inputs.append(("input offsets", str(_offsets_path(pathlib.Path(a.input)))))
+        outputs = [a.output] if a.output != "-" else []
+    for o in outputs:
+        for role, i in inputs:
+            if _same_file(o, i):
+                what = f"output {o}" if o == a.output else f"output {o} (written beside {a.output})"
+                raise _UsageError(f"{what} is the same file as the {role} {i}; refusing to "
+                                  f"overwrite it (choose another output path)")
+
+
 def _install_sigterm() -> None:
     # SIGTERM (e.g. a job scheduler) unwinds like Ctrl-C so that temporaries are removed.
     def handler(signum: int, frame: object) -> None:
@@ -398,6 +493,12 @@ def _install_sigterm() -> None:
 
 def cmd_encode(a: argparse.Namespace) -> int:
     model = load_model(a.model, a.model_format)
+    for name, special in (("--bos", a.bos), ("--eos", a.eos)):
+        # Checked here, as the range is the model's: an id outside it would be written as is
+        # (and one past int32 would end in an OverflowError deep in the writer).
+        if special is not None and not 0 <= special < model.vocab_size:
+            raise _UsageError(f"{name} {special} is not a piece id of {a.model} "
+                              f"(ids are 0..{model.vocab_size - 1})")
     out = pathlib.Path(a.output)
     ofmt = _output_format(out, a.output_format)
     total_bytes = None if a.input == "-" else os.path.getsize(a.input)
@@ -474,8 +575,14 @@ def _read_ids(path: str) -> Iterator[Optional[list[int]]]:
     p = pathlib.Path(path)
     n = p.name.lower()
     if n.endswith(".npy"):
-        ids = np.load(p, allow_pickle=False)
-        offs_path = p.with_name(p.name[: -len(".npy")] + ".offsets.npy")
+        try:
+            ids = np.load(p, allow_pickle=False)
+        except ValueError as e:  # e.g. an object array, or not a .npy file at all
+            raise ValueError(f"{p}: cannot read ids: {e}") from None
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise ValueError(f"{p}: expected a 1-D array of integer ids (as written by "
+                             f"`probcraft encode`), got a {ids.ndim}-D {ids.dtype} array")
+        offs_path = _offsets_path(p)
         if not offs_path.exists():
             raise SystemExit(f"{offs_path} not found (written by `probcraft encode` beside {p.name})")
         offs = np.load(offs_path, allow_pickle=False)
@@ -490,8 +597,15 @@ def _read_ids(path: str) -> Iterator[Optional[list[int]]]:
         for batch in pq.ParquetFile(p).iter_batches(columns=["ids"]):
             yield from batch.column(0).to_pylist()
     else:
-        with open(p, encoding="utf-8") as f:
-            for i, line in enumerate(f):
+        # Binary, decoded line by line: a text-mode file would fail with a bare
+        # UnicodeDecodeError naming neither the file nor the line.
+        with open(p, "rb") as f:
+            for i, raw in enumerate(f):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputError(i + 1, f"invalid UTF-8 at byte {e.start} of the line") \
+                        from None
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -500,6 +614,16 @@ def _read_ids(path: str) -> Iterator[Optional[list[int]]]:
                 if row is not None and not isinstance(row, list):
                     raise InputError(i + 1, "expected a list of ids")
                 yield row
+
+
+def _row_problem(row: Any, vocab_size: int) -> Optional[str]:
+    """What is wrong with a row of ids, in words (``None`` if nothing is found)."""
+    for k, x in enumerate(row):
+        if type(x) is not int:
+            return f"id at position {k} is {type(x).__name__} {x!r}, not an integer"
+        if not 0 <= x < vocab_size:
+            return f"id {x} at position {k} is not a piece id (ids are 0..{vocab_size - 1})"
+    return None
 
 
 def cmd_decode(a: argparse.Namespace) -> int:
@@ -516,9 +640,15 @@ def cmd_decode(a: argparse.Namespace) -> int:
                     fh.write("\n")
                     continue
                 try:
-                    fh.write(model.decode(row))
+                    # JSON / Parquet rows may hold anything: floats, bools (which decode
+                    # would take as 0 / 1), nested lists. One cheap pass over the row.
+                    if isinstance(row, list) and not all(type(x) is int for x in row):
+                        raise TypeError("not all ints")
+                    text = model.decode(row)
                 except (ValueError, OverflowError, TypeError) as e:
-                    raise InputError(i + 1, str(e)) from None
+                    raise InputError(i + 1, _row_problem(row, model.vocab_size) or str(e)) \
+                        from None
+                fh.write(text)
                 fh.write("\n")
         if files:
             files.commit()
@@ -564,6 +694,30 @@ def cmd_entropy(a: argparse.Namespace) -> int:
     return 0
 
 
+def _train_sentences(paths: Sequence[str]) -> Iterator[str]:
+    """The lines of ``paths`` (``.gz`` decompressed, ``-`` = stdin), as the trainer's own
+    file reader splits them: ``\n`` or ``\r\n`` endings, strict UTF-8."""
+    import gzip
+
+    for path in paths:
+        with contextlib.ExitStack() as stack:
+            if path == "-":
+                src: Any = sys.stdin.buffer
+            else:
+                src = stack.enter_context(
+                    gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb"))
+            for i, raw in enumerate(src):
+                if raw.endswith(b"\n"):
+                    raw = raw[:-1]
+                    if raw.endswith(b"\r"):
+                        raw = raw[:-1]
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputError(i + 1, f"invalid UTF-8 at byte {e.start} of the line",
+                                     path=path) from None
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from .train import to_sentencepiece, train
 
@@ -574,11 +728,18 @@ def cmd_train(a: argparse.Namespace) -> int:
     if fmt == "sentencepiece" and a.byte_level:
         raise ValueError("byte-level models have non-UTF-8 pieces and cannot be saved as a "
                          "SentencePiece .model; use --format probcraft")
+    # The trainer reads plain files itself (fast, in Rust); compressed files and stdin are
+    # read here and streamed to it as sentences instead. Both give the same model.
+    if any(p == "-" or p.lower().endswith(".gz") for p in a.input):
+        corpus: Any = _train_sentences(a.input)
+        as_files = False
+    else:
+        corpus, as_files = list(a.input), True
     t0 = time.perf_counter()
     model = train(
-        a.input, a.vocab_size, byte_level=a.byte_level, max_piece_length=a.max_piece_length,
+        corpus, a.vocab_size, byte_level=a.byte_level, max_piece_length=a.max_piece_length,
         character_coverage=a.character_coverage, user_defined=tuple(a.user_defined or ()),
-        num_threads=a.threads, seed=a.seed, progress=not a.quiet, files=True,
+        num_threads=a.threads, seed=a.seed, progress=not a.quiet, files=as_files,
     )
     with _AtomicFiles(out) as files:
         data = to_sentencepiece(model) if fmt == "sentencepiece" else model.to_bytes()
@@ -607,7 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what to do with a bad line (default: fail)")
 
     t = sub.add_parser("train", help="train a unigram model")
-    t.add_argument("--input", "-i", nargs="+", required=True, help="text files, one sentence a line")
+    t.add_argument("--input", "-i", nargs="+", required=True,
+                   help="text files, one sentence a line (.gz read too; '-' = stdin)")
     t.add_argument("--vocab-size", type=int, required=True)
     t.add_argument("--output", "-o", required=True)
     t.add_argument("--format", choices=["auto", "sentencepiece", "probcraft"], default="auto",
@@ -616,8 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-piece-length", type=int, default=16)
     t.add_argument("--character-coverage", type=float, default=0.9995)
     t.add_argument("--user-defined", nargs="*")
-    t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=_positive_int, default=None)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--quiet", "-q", action="store_true")
     t.set_defaults(fn=cmd_train)
 
@@ -627,12 +789,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", "-o", required=True, help="out.npy (+ out.offsets.npy), .parquet or .jsonl")
     e.add_argument("--output-format", default="auto", choices=["auto", "npy", "parquet", "jsonl"])
     e.add_argument("--alpha", type=float, default=None, help="sample with this alpha (default: Viterbi)")
-    e.add_argument("--seed", type=int, default=None, help="line i uses stream (seed, i)")
+    e.add_argument("--seed", type=_seed, default=None, help="line i uses stream (seed, i)")
     e.add_argument("--method", default="perfect", choices=["perfect", "ffbs", "viterbi-sampling"])
-    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--threads", type=_positive_int, default=None)
     e.add_argument("--bos", type=int, default=None, help="prepend this id to every line")
     e.add_argument("--eos", type=int, default=None, help="append this id to every line")
-    e.add_argument("--batch-size", type=int, default=4096)
+    e.add_argument("--batch-size", type=_positive_int, default=4096)
     e.add_argument("--quiet", "-q", action="store_true")
     e.set_defaults(fn=cmd_encode)
 
@@ -644,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("inspect", help="describe a model")
     model_args(s)
-    s.add_argument("--pieces", type=int, default=0, help="also list the first N pieces")
+    s.add_argument("--pieces", type=_non_negative_int, default=0, help="also list the first N pieces")
     s.set_defaults(fn=cmd_inspect)
 
     h = sub.add_parser("entropy", help="segmentation entropy per line or for the corpus")
@@ -658,17 +820,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "seed", None) is not None and args.seed < 0:
-        print("probcraft: --seed must be a non-negative integer", file=sys.stderr)
-        return 2
     _install_sigterm()
     try:
-        return int(args.fn(args))
+        _check_paths(args)
+        rc = int(args.fn(args))
+        # Flush here, not at exit, so that a closed pipe is reported to the handler below.
+        sys.stdout.flush()
+        return rc
+    except _UsageError as e:
+        print(f"probcraft {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("probcraft: interrupted; no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`probcraft inspect | head`): not an error worth a
+        # message. As the Python docs recommend, point stdout at devnull so the interpreter's
+        # own flush at exit does not raise again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except InputError as e:
-        print(f"probcraft {args.cmd}: {args.input}: {e}", file=sys.stderr)
+        print(f"probcraft {args.cmd}: {e.path or args.input}: {e}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:
         print(f"probcraft {args.cmd}: error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -37,15 +38,35 @@ __all__ = ["EpochSampler", "HFTokenize", "PadCollate", "TokenizeDataset", "epoch
 Index = Union[int, tuple[int, int]]
 
 
+def _int(value: Any, name: str) -> int:
+    """``value`` as an exact int (``int``, numpy / torch integer scalars).
+
+    ``operator.index`` rather than ``int()``: ``int(1.7)`` would silently truncate a float
+    index, count or id to 1 instead of reporting the caller's mistake.
+    """
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+
+
+def _u64(value: Any, name: str) -> int:
+    """``value`` checked up front to be an integer in ``[0, 2**64)`` (seeds and epochs are
+    u64 in the core: out of range they would only fail later, with a bare OverflowError,
+    when the first item is fetched)."""
+    v = _int(value, name)
+    if not 0 <= v < 2**64:
+        raise ValueError(f"{name} must be an integer in [0, 2**64), got {v}")
+    return v
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The batch seed of ``epoch``: ``derive_seed(seed, epoch)``.
 
     >>> epoch_seed(1, 0) == epoch_seed(1, 0) != epoch_seed(1, 1)
     True
     """
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
-    return int(_core.derive_seed(seed, epoch))
+    return int(_core.derive_seed(_u64(seed, "seed"), _u64(epoch, "epoch")))
 
 
 def _runs(keys: list[tuple[int, int]]) -> Iterator[tuple[int, int, int, int]]:
@@ -94,20 +115,17 @@ class TokenizeDataset:
         method: str = "perfect",
         num_threads: Optional[int] = 1,
     ) -> None:
-        if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         self.model = model
         self.texts = texts
         self.alpha = alpha
-        self.seed = int(seed)
+        self.seed = _u64(seed, "seed")
         self.method = method
         self.num_threads = num_threads
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch whose segmentations plain integer indices return."""
-        epoch_seed(self.seed, epoch)  # validates
-        self.epoch = int(epoch)
+        self.epoch = _u64(epoch, "epoch")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -116,17 +134,15 @@ class TokenizeDataset:
         if isinstance(index, tuple):
             if len(index) != 2:
                 raise TypeError(f"index must be an int or an (epoch, index) pair, got {index!r}")
-            e, i = int(index[0]), int(index[1])
+            e, i = _int(index[0], "epoch"), _int(index[1], "index")
         else:
-            e, i = self.epoch, int(index)
+            e, i = self.epoch, _int(index, "index")
         n = len(self.texts)
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"index {index!r} out of range for {n} texts")
-        if e < 0:
-            raise ValueError(f"epoch must be >= 0, got {e}")
-        return e, i
+        return _u64(e, "epoch"), i
 
     def _encode(self, epoch: int, start: int, count: int) -> list[npt.NDArray[np.int32]]:
         texts = [self.texts[k] for k in range(start, start + count)]
@@ -180,16 +196,16 @@ class EpochSampler:
     """
 
     def __init__(self, n: int, *, shuffle: bool = True, seed: int = 0) -> None:
+        n = _int(n, "n")
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        self.n = int(n)
+        self.n = n
         self.shuffle = shuffle
-        self.seed = int(seed)
+        self.seed = _u64(seed, "seed")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        epoch_seed(self.seed, epoch)
-        self.epoch = int(epoch)
+        self.epoch = _u64(epoch, "epoch")
 
     def __len__(self) -> int:
         return self.n
@@ -215,7 +231,16 @@ class PadCollate:
     """
 
     def __init__(self, pad_id: int = 0, max_length: Optional[int] = None) -> None:
-        self.pad_id = int(pad_id)
+        pad_id = _int(pad_id, "pad_id")
+        if not -(2**63) <= pad_id < 2**63:  # the padded tensor is int64
+            raise ValueError(f"pad_id must fit in int64, got {pad_id}")
+        if max_length is not None:
+            max_length = _int(max_length, "max_length")
+            # A negative value would slice from the end (``ids[:-1]`` drops the last token)
+            # rather than cap the length.
+            if max_length < 0:
+                raise ValueError(f"max_length must be >= 0 or None, got {max_length}")
+        self.pad_id = pad_id
         self.max_length = max_length
 
     def __call__(self, batch: Sequence[npt.NDArray[np.integer]]) -> dict[str, Any]:
@@ -265,7 +290,7 @@ class HFTokenize:
     ) -> None:
         self.model = model
         self.alpha = alpha
-        self.seed = int(seed)
+        self.seed = _u64(seed, "seed")
         self.text_column = text_column
         self.output_column = output_column
         self.method = method
@@ -273,9 +298,11 @@ class HFTokenize:
 
     def __call__(self, batch: dict[str, Any], indices: Sequence[int]) -> dict[str, Any]:
         texts = batch[self.text_column]
-        idx = [int(i) for i in indices]
+        idx = [_int(i, "index") for i in indices]
         if len(idx) != len(texts):
             raise ValueError(f"{len(idx)} indices for {len(texts)} rows (use with_indices=True)")
+        if idx and min(idx) < 0:  # row i uses stream (seed, i): streams are unsigned
+            raise ValueError(f"indices must be >= 0, got {min(idx)}")
         out: list[Any] = [None] * len(idx)
         for pos, _, start, count in _runs([(0, i) for i in idx]):
             ids, off = self.model.encode_batch(
