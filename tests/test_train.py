@@ -213,3 +213,95 @@ def test_any_corpus_trains_exactly_or_refuses_clearly(lines: list[str], extra: i
     sp = spm_processor(m)
     for line in lines:
         assert sp.encode(line) == m.encode(line).tolist()
+
+
+_INTERRUPT_SCRIPT = r"""
+import os, random, signal, sys, threading, time
+from probcraft.train import train_bytes
+
+# Python ignores SIGINT when started with it ignored (a background job): make it raise.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+rng = random.Random(0)
+words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(3, 8))) for _ in range(300)]
+lines = [" ".join(rng.choice(words) for _ in range(8)) for _ in range(500)]
+sent = []
+
+def fire():
+    sent.append(time.monotonic())
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Timer(0.5, fire).start()
+try:
+    # A million EM iterations in the first round: hours, unless the signal stops it.
+    train_bytes(lines, 100, num_sub_iterations=10**6, progress=False, num_threads=1)
+except KeyboardInterrupt:
+    print(f"interrupted after {time.monotonic() - sent[0]:.3f}s")
+    sys.exit(0)
+print("training finished")
+sys.exit(1)
+"""
+
+
+def test_ctrl_c_stops_training_promptly() -> None:
+    # The Rust work runs with the GIL released; without the core's periodic signal checks,
+    # Ctrl-C only took effect once training ended (here: never within the timeout).
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, (r.stdout, r.stderr[-2000:])
+    latency = float(r.stdout.split("interrupted after ")[1].rstrip("s\n"))
+    # One EM iteration of this corpus takes about a millisecond; leave room for a slow CI.
+    assert latency < 5.0, latency
+
+
+def test_nul_is_unknown_text_and_never_a_piece() -> None:
+    # SentencePiece's loader refuses a piece containing NUL; its trainer never makes one.
+    lines = ["a\x00b cd", "x\x00\x00 cd a"] * 20
+    m = train(lines, 10, progress=False)
+    pieces = [m.id_to_piece(i) for i in range(m.vocab_size)]
+    assert not any("\x00" in p for p in pieces), pieces
+    sp = spm_processor(m)
+    for line in lines[:2]:
+        assert sp.encode(line) == m.encode(line).tolist()
+    # A model from elsewhere with such a piece is refused with a clear error, not exported.
+    other = Unigram.from_pieces([("<unk>", 0.0), ("a", -1.0), ("a\x00", -2.0)], unk=0)
+    with pytest.raises(ValueError, match=r"piece 2 .* NUL"):
+        to_sentencepiece(other)
+
+
+@pytest.mark.parametrize(
+    ("symbol", "byte_fallback"),
+    [("<unk>", False), ("<s>", False), ("</s>", True), ("<0x41>", True), ("a\x00", False)],
+)
+def test_user_defined_clashing_with_special_pieces_fails_fast(
+    symbol: str, byte_fallback: bool
+) -> None:
+    # Was found only after the whole run ("duplicate piece"), or mis-reported as a size error.
+    with pytest.raises(ValueError, match=r"user_defined\[1\]"):
+        train(
+            corpus(),
+            400 if byte_fallback else 120,
+            user_defined=["<sep>", symbol],
+            byte_fallback=byte_fallback,
+            progress=False,
+        )
+    # Byte pieces are only special with byte_fallback.
+    m = train(corpus(), 120, user_defined=["<0x41>"], progress=False)
+    assert m.encode_as_pieces("<0x41>")[-1] == "<0x41>"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("seed", 2**64), ("seed", -1), ("max_sentences", 2**64), ("vocab_size", 2**70)],
+)
+def test_out_of_range_integers_name_the_argument(name: str, value: int) -> None:
+    # 2**64 and up used to reach PyO3 and raise a bare OverflowError.
+    kwargs: dict[str, int] = {"vocab_size": 50, name: value}
+    with pytest.raises(ValueError, match=name):
+        train(corpus(50), progress=False, **kwargs)  # type: ignore[arg-type]

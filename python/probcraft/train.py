@@ -52,6 +52,9 @@ class EMIteration(NamedTuple):
     seconds: float
 
 
+_U64 = 2**64
+
+
 def _as_files(corpus: object, files: bool | None) -> tuple[object, bool]:
     if isinstance(corpus, (str, os.PathLike)):
         # A lone string is a path: a single sentence would be a list of one.
@@ -111,10 +114,17 @@ def train_bytes(
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
         if value < 0:
             raise ValueError(f"{name} must be non-negative, got {value}")
+        # The binding takes 64-bit integers; past that PyO3 raises a bare OverflowError that
+        # does not say which argument was wrong.
+        if value >= _U64:
+            raise ValueError(f"{name} must be less than 2**64, got a {value.bit_length()}-bit int")
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
     if max_sentences is not None and (not isinstance(max_sentences, int) or max_sentences < 1):
         raise ValueError(f"max_sentences must be a positive int or None, got {max_sentences!r}")
+    for name, opt in (("num_threads", num_threads), ("max_sentences", max_sentences)):
+        if opt is not None and opt >= _U64:
+            raise ValueError(f"{name} must be less than 2**64, got a {opt.bit_length()}-bit int")
     if isinstance(user_defined, str):
         raise TypeError("user_defined must be an iterable of str, not a str")
     user = list(user_defined)

@@ -5,11 +5,14 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use std::sync::Mutex;
+
 use super::guarded;
+use crate::error::Error;
 use crate::lattice::spm;
 use crate::lattice::vocab::VocabSpec;
 use crate::train::corpus::CorpusBuilder;
-use crate::train::{train, TrainConfig};
+use crate::train::{train_interruptible, TrainConfig};
 
 /// Sentences handed to Rust per GIL release: big enough to amortise the hand-off, small enough
 /// that a generator corpus is never held whole in Python.
@@ -63,6 +66,25 @@ fn _train_unigram<'py>(
     };
     // Fail fast on bad settings, before reading a possibly large corpus.
     guarded(py, || cfg.validate())?;
+    // The Rust work runs with the GIL released, so Python only acts on Ctrl-C / SIGTERM once
+    // it returns (minutes on a big corpus). The core calls this hook between its steps: it
+    // takes the GIL for a moment and runs the pending signal handlers; the exception they
+    // raise (KeyboardInterrupt, or the CLI's SIGTERM one) is kept here and re-raised in
+    // place of the placeholder error that aborts the core.
+    let interrupted: Mutex<Option<PyErr>> = Mutex::new(None);
+    let check = || -> crate::Result<()> {
+        Python::attach(|py| py.check_signals()).map_err(|e| {
+            *interrupted.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            Error::Internal("training interrupted by a Python signal handler".into())
+        })
+    };
+    let reraise = |e: PyErr| {
+        interrupted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or(e)
+    };
     let mut builder = Some(guarded(py, || {
         CorpusBuilder::new(&cfg.user_defined, cfg.max_sentences, cfg.seed)
     })?);
@@ -82,14 +104,14 @@ fn _train_unigram<'py>(
         let res = guarded(py, move || {
             for s in &items {
                 if files {
-                    bb.add_file(s)?;
+                    bb.add_file_interruptible(s, &check)?;
                 } else {
                     bb.add(s);
                 }
             }
             Ok(bb)
         });
-        res.map(|bb| *b = Some(bb))
+        res.map(|bb| *b = Some(bb)).map_err(reraise)
     };
     for (i, item) in iter.enumerate() {
         let item = item?;
@@ -107,13 +129,19 @@ fn _train_unigram<'py>(
         chunk.push(s);
         if chunk.len() == CHUNK {
             feed(py, &mut chunk, &mut builder)?;
+            // Iterating a list runs no bytecode, so nothing else would run signal handlers
+            // while a long in-memory corpus is read.
+            py.check_signals()?;
         }
     }
     if !chunk.is_empty() {
         feed(py, &mut chunk, &mut builder)?;
     }
     let builder = builder.expect("builder present");
-    let trained = guarded(py, move || train(&builder.finish(), &cfg))?;
+    let trained = guarded(py, || {
+        train_interruptible(&builder.finish_interruptible(&check)?, &cfg, &check)
+    })
+    .map_err(reraise)?;
     let history = trained
         .history
         .iter()
@@ -135,7 +163,27 @@ fn _train_unigram<'py>(
 /// Converts vocabulary bytes (ours) to a SentencePiece `ModelProto`.
 #[pyfunction]
 fn _vocab_to_sentencepiece<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let out = guarded(py, || spm::save(&VocabSpec::from_bytes(data)?))?;
+    let out = guarded(py, || {
+        let spec = VocabSpec::from_bytes(data)?;
+        if !spec.byte_level {
+            // SentencePiece's loader refuses such a model ("piece must not include null
+            // character": its trie is NUL-terminated), so say so here rather than write a
+            // file that cannot be loaded. Trained models never have one; other sources can.
+            if let Some((id, p)) = spec
+                .pieces
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.piece.contains(&0))
+            {
+                return Err(Error::invalid(format!(
+                    "model: piece {id} ({:?}) contains a NUL character, which SentencePiece \
+                     cannot load",
+                    String::from_utf8_lossy(&p.piece)
+                )));
+            }
+        }
+        spm::save(&spec)
+    })?;
     Ok(PyBytes::new(py, &out))
 }
 

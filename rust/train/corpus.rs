@@ -27,6 +27,11 @@ pub fn training_normalizer_spec() -> NormalizerSpec {
     }
 }
 
+/// Bytes of text processed between two calls of an interrupt check (a few tens of
+/// milliseconds of work: often enough for Ctrl-C to feel immediate, rarely enough that taking
+/// the GIL for the check costs nothing measurable).
+const CHECK_BYTES: usize = 4 << 20;
+
 /// Accumulates sentences into distinct words with counts.
 pub struct CorpusBuilder {
     normalizer: Normalizer,
@@ -176,10 +181,18 @@ impl CorpusBuilder {
     /// Adds every line of a UTF-8 text file; a line that is not UTF-8 is an error naming the
     /// file and the line.
     pub fn add_file(&mut self, path: &str) -> Result<()> {
+        self.add_file_interruptible(path, &|| Ok(()))
+    }
+
+    /// [`add_file`](Self::add_file), calling `check` every [`CHECK_BYTES`] bytes read so that
+    /// reading a large file can be interrupted (see [`super::Interrupt`]).
+    pub fn add_file_interruptible(&mut self, path: &str, check: super::Interrupt) -> Result<()> {
+        check()?;
         let f = std::fs::File::open(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
         let mut r = std::io::BufReader::with_capacity(1 << 20, f);
         let mut buf = Vec::new();
         let mut line_no = 0u64;
+        let mut unchecked = 0usize;
         loop {
             buf.clear();
             let n = r
@@ -187,6 +200,11 @@ impl CorpusBuilder {
                 .map_err(|e| Error::Io(format!("{path}: {e}")))?;
             if n == 0 {
                 return Ok(());
+            }
+            unchecked += n;
+            if unchecked >= CHECK_BYTES {
+                unchecked = 0;
+                check()?;
             }
             line_no += 1;
             let line = std::str::from_utf8(&buf).map_err(|e| {
@@ -200,19 +218,32 @@ impl CorpusBuilder {
     }
 
     /// The distinct words, sorted (so the result never depends on hashing order).
-    pub fn finish(mut self) -> Corpus {
+    pub fn finish(self) -> Corpus {
+        // Only the check can fail, and this one never does.
+        self.finish_interruptible(&|| Ok(())).unwrap_or_default()
+    }
+
+    /// [`finish`](Self::finish), calling `check` while it processes the sampled sentences
+    /// (`max_sentences`), which can take as long as reading them did.
+    pub fn finish_interruptible(mut self, check: super::Interrupt) -> Result<Corpus> {
         if let Some(r) = self.reservoir.take() {
+            let mut unchecked = 0usize;
             for s in &r.kept {
+                unchecked += s.len();
+                if unchecked >= CHECK_BYTES {
+                    unchecked = 0;
+                    check()?;
+                }
                 self.add_now(s);
             }
         }
         let mut words: Vec<(String, u64)> = self.words.into_iter().collect();
         words.sort_unstable();
-        Corpus {
+        Ok(Corpus {
             words,
             user_counts: self.user_counts,
             n_sentences: self.n_sentences,
-        }
+        })
     }
 }
 
@@ -241,6 +272,41 @@ mod tests {
         assert_eq!(c.user_counts, vec![2, 0]);
         let w: Vec<&str> = c.words.iter().map(|w| w.0.as_str()).collect();
         assert_eq!(w, vec!["b", "▁", "▁a"]);
+    }
+
+    #[test]
+    fn reading_is_interruptible() {
+        // A file of several check intervals: the hook runs during the read, and its error
+        // stops the read at once.
+        let path = std::env::temp_dir().join(format!(
+            "probcraft_corpus_interrupt_{}.txt",
+            std::process::id()
+        ));
+        let line = "some words of a sentence\n";
+        let n_lines = 3 * CHECK_BYTES / line.len();
+        std::fs::write(&path, line.repeat(n_lines)).unwrap();
+        let path_s = path.to_str().unwrap();
+        let calls = std::cell::Cell::new(0usize);
+        let count = || {
+            calls.set(calls.get() + 1);
+            Ok(())
+        };
+        let mut b = CorpusBuilder::new(&[], None, 0).unwrap();
+        b.add_file_interruptible(path_s, &count).unwrap();
+        assert!(calls.get() >= 3, "{} checks", calls.get());
+        assert_eq!(b.finish().n_sentences, n_lines as u64);
+        let stop = || Err(Error::Io("stop".into()));
+        let mut b = CorpusBuilder::new(&[], None, 0).unwrap();
+        let e = b.add_file_interruptible(path_s, &stop).unwrap_err();
+        assert_eq!(e, Error::Io("stop".into()));
+        std::fs::remove_file(&path).unwrap();
+        // Sampled sentences are processed in `finish`, which checks too.
+        let mut b = CorpusBuilder::new(&[], Some(1 << 20), 0).unwrap();
+        for _ in 0..n_lines {
+            b.add(line);
+        }
+        let e = b.finish_interruptible(&stop).unwrap_err();
+        assert_eq!(e, Error::Io("stop".into()));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::seed::{Units, SEP, UNK};
+use super::Interrupt;
 use crate::error::Result;
 use crate::parallel;
 
@@ -116,15 +117,63 @@ pub struct Lattices {
 /// balance threads.
 const CHUNK_EDGES: usize = 1 << 16;
 
+/// Blocks of 256 words built between two interrupt checks: about 0.1–0.3 s of work on one
+/// core, and enough blocks to keep every thread of a large machine busy.
+const CHECK_BLOCKS: usize = 512;
+
 impl Lattices {
     pub fn build(units: &Units, table: &PieceTable, threads: Option<usize>) -> Result<Lattices> {
+        Self::build_interruptible(units, table, threads, &|| Ok(()))
+    }
+
+    /// [`build`](Self::build), calling `check` after each group of [`CHECK_BLOCKS`] blocks
+    /// (the whole build takes seconds on a large corpus). The result does not depend on it.
+    pub fn build_interruptible(
+        units: &Units,
+        table: &PieceTable,
+        threads: Option<usize>,
+        check: Interrupt,
+    ) -> Result<Lattices> {
         let n = units.words.len();
         let block = 256;
         let blocks: Vec<(usize, usize)> = (0..n)
             .step_by(block)
             .map(|s| (s, (s + block).min(n)))
             .collect();
-        let parts: Vec<(Vec<Edge>, Vec<usize>)> = parallel::run(threads, blocks.len(), |par| {
+        let mut parts: Vec<(Vec<Edge>, Vec<usize>)> = Vec::with_capacity(blocks.len());
+        for group in blocks.chunks(CHECK_BLOCKS) {
+            check()?;
+            parts.extend(Self::build_blocks(units, table, threads, group)?);
+        }
+        let total: usize = parts.iter().map(|p| p.0.len()).sum();
+        let mut edges = Vec::with_capacity(total);
+        let mut word_off = Vec::with_capacity(n + 1);
+        word_off.push(0);
+        for (e, counts) in parts {
+            edges.extend_from_slice(&e);
+            for c in counts {
+                word_off.push(word_off.last().unwrap() + c);
+            }
+        }
+        let mut lat = Lattices {
+            edges,
+            word_off,
+            word_len: units.words.iter().map(|w| w.1).collect(),
+            word_count: units.words.iter().map(|w| w.2 as f64).collect(),
+            chunks: Vec::new(),
+        };
+        lat.rechunk();
+        Ok(lat)
+    }
+
+    /// The edges (and per-word edge counts) of each block of words, in block order.
+    fn build_blocks(
+        units: &Units,
+        table: &PieceTable,
+        threads: Option<usize>,
+        blocks: &[(usize, usize)],
+    ) -> Result<Vec<(Vec<Edge>, Vec<usize>)>> {
+        parallel::run(threads, blocks.len(), |par| {
             parallel::map(par, blocks.len(), |b| {
                 let (b0, b1) = blocks[b];
                 let mut edges = Vec::new();
@@ -153,26 +202,7 @@ impl Lattices {
                 }
                 (edges, counts)
             })
-        })?;
-        let total: usize = parts.iter().map(|p| p.0.len()).sum();
-        let mut edges = Vec::with_capacity(total);
-        let mut word_off = Vec::with_capacity(n + 1);
-        word_off.push(0);
-        for (e, counts) in parts {
-            edges.extend_from_slice(&e);
-            for c in counts {
-                word_off.push(word_off.last().unwrap() + c);
-            }
-        }
-        let mut lat = Lattices {
-            edges,
-            word_off,
-            word_len: units.words.iter().map(|w| w.1).collect(),
-            word_count: units.words.iter().map(|w| w.2 as f64).collect(),
-            chunks: Vec::new(),
-        };
-        lat.rechunk();
-        Ok(lat)
+        })
     }
 
     fn rechunk(&mut self) {

@@ -130,9 +130,54 @@ impl TrainConfig {
                 self.n_special()
             )));
         }
+        self.validate_user_defined()?;
         parallel::resolve_threads(self.num_threads)?;
         Ok(())
     }
+
+    /// User-defined symbols become pieces next to `<unk>`, `<s>`, `</s>` (and the `<0xXX>`
+    /// byte pieces): a symbol equal to one of them would make a vocabulary with a duplicate
+    /// piece, which `to_vocab` only detects after the whole training run, so refuse it here.
+    /// NUL is refused because SentencePiece cannot load a piece containing it (its trie is
+    /// NUL-terminated), so such a model could never be exported.
+    fn validate_user_defined(&self) -> Result<()> {
+        for (i, u) in self.user_defined.iter().enumerate() {
+            if u.contains('\0') {
+                return Err(Error::invalid(format!(
+                    "user_defined[{i}] ({u:?}) contains a NUL character, which no piece may \
+                     contain"
+                )));
+            }
+            if SPECIAL_PIECES.contains(&u.as_str()) {
+                return Err(Error::invalid(format!(
+                    "user_defined[{i}] ({u:?}) clashes with the special piece of the same name \
+                     (<unk>, <s> and </s> are always in the vocabulary)"
+                )));
+            }
+            if self.byte_fallback && is_byte_piece(u) {
+                return Err(Error::invalid(format!(
+                    "user_defined[{i}] ({u:?}) clashes with the byte piece of the same name \
+                     (byte_fallback=True adds <0x00> … <0xFF>)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The special pieces every trained vocabulary starts with (ids 0, 1, 2).
+const SPECIAL_PIECES: [&str; 3] = ["<unk>", "<s>", "</s>"];
+
+/// Whether `s` is one of the byte-fallback pieces `to_vocab` adds (`<0x00>` … `<0xFF>`,
+/// uppercase hex exactly as written there).
+fn is_byte_piece(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 6
+        && b.starts_with(b"<0x")
+        && b[5] == b'>'
+        && b[3..5]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
 }
 
 use crate::parallel;
@@ -190,9 +235,25 @@ impl State {
     }
 }
 
+/// A hook that training calls between its steps (each EM iteration, each pruning round, and
+/// between the set-up phases); an error from it aborts training and is returned as is. The
+/// Python binding checks for pending signals there, so that Ctrl-C / SIGTERM stop a long run
+/// within about one EM iteration instead of after it ends. It runs on the calling thread.
+pub type Interrupt<'a> = &'a dyn Fn() -> Result<()>;
+
 /// Trains a unigram vocabulary on `corpus`.
 pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
+    train_interruptible(corpus, cfg, &|| Ok(()))
+}
+
+/// [`train`], calling `check` between steps (see [`Interrupt`]).
+pub fn train_interruptible(
+    corpus: &Corpus,
+    cfg: &TrainConfig,
+    check: Interrupt,
+) -> Result<Trained> {
     cfg.validate()?;
+    check()?;
     if corpus.words.is_empty() {
         return Err(Error::invalid(
             "the training corpus is empty (no non-blank sentences outside user-defined symbols)",
@@ -207,6 +268,7 @@ pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
         )));
     }
     let mut units = Units::build(corpus, cfg.byte_level, cfg.character_coverage);
+    check()?;
     let n_units = units.alphabet.len() - 2;
     let target = cfg.vocab_size - cfg.n_special();
     if n_units > target {
@@ -225,7 +287,13 @@ pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
             n_units + cfg.n_special()
         )));
     }
-    let seeds = seed::seed_pieces(&units, cfg.max_piece_length, cfg.seed_size.max(n_units));
+    let seeds = seed::seed_pieces_interruptible(
+        &units,
+        cfg.max_piece_length,
+        cfg.seed_size.max(n_units),
+        check,
+    )?;
+    check()?;
     if seeds.len() < target {
         return Err(Error::invalid(format!(
             "vocab_size={} is too large for this corpus: it yields at most {} candidate pieces, \
@@ -255,7 +323,8 @@ pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
     let required: Vec<bool> = (0..table.len() as u32)
         .map(|i| table.piece(i).len() == 1)
         .collect();
-    let lat = Lattices::build(&units, &table, threads)?;
+    let lat = Lattices::build_interruptible(&units, &table, threads, check)?;
+    check()?;
     let mut st = State {
         alive: vec![true; table.len()],
         table,
@@ -282,6 +351,7 @@ pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
     let mut round = 0;
     loop {
         for sub in 0..cfg.num_sub_iterations {
+            check()?;
             let t = Instant::now();
             let (expected, ll) = st
                 .lat
@@ -302,6 +372,7 @@ pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
         if st.n_alive() <= desired {
             break;
         }
+        check()?;
         let size = ((st.n_alive() as f64) * cfg.shrinking_factor) as usize;
         let keep = prune::prune(
             &st.table,
@@ -347,6 +418,7 @@ pub fn train(corpus: &Corpus, cfg: &TrainConfig) -> Result<Trained> {
     // Fixed during the final phase so that it is plain EM (monotone in the likelihood).
     let unk_final = st.unk_score();
     for sub in 0..cfg.final_iterations {
+        check()?;
         let t = Instant::now();
         let (expected, ll) = st.lat.expected_counts(&st.scores, unk_final, threads)?;
         let it = Iteration {
@@ -579,6 +651,73 @@ mod tests {
         assert!(t.vocab.byte_level);
         for b in 0..=255u8 {
             assert!(t.vocab.pieces.iter().any(|p| p.piece == [b]), "byte {b}");
+        }
+    }
+
+    #[test]
+    fn user_defined_clashing_with_special_pieces_is_refused_up_front() {
+        for (ud, byte_fallback, ok) in [
+            ("<unk>", false, false),
+            ("<s>", false, false),
+            ("</s>", false, false),
+            ("<0x41>", true, false),
+            ("<0xff>", true, true), // not a byte piece: those are uppercase
+            ("<0x41>", false, true),
+            ("a\0b", false, false),
+        ] {
+            let mut cfg = TrainConfig::new(400);
+            cfg.byte_fallback = byte_fallback;
+            cfg.user_defined = vec!["<sep>".into(), ud.into()];
+            match cfg.validate() {
+                Ok(()) => assert!(ok, "{ud:?} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{ud:?}: {e}");
+                    assert!(e.to_string().contains("user_defined[1]"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nul_is_never_in_a_piece() {
+        // SentencePiece cannot load a piece containing NUL; NUL is unknown text instead.
+        let c = corpus(&["a\0b cd", "\0\0 x\0"]);
+        let t = train(&c, &TrainConfig::new(10)).unwrap();
+        assert!(t.vocab.pieces.iter().all(|p| !p.piece.contains(&0)));
+        // Coverage is computed without it, as there: the other characters are all required.
+        let chars: Vec<&[u8]> = t.vocab.pieces.iter().map(|p| &p.piece[..]).collect();
+        for ch in ["a", "b", "c", "d", "x"] {
+            assert!(chars.contains(&ch.as_bytes()), "{ch}");
+        }
+    }
+
+    #[test]
+    fn the_interrupt_hook_aborts_training() {
+        let c = corpus(LINES);
+        let cfg = TrainConfig::new(40);
+        let calls = std::cell::Cell::new(0usize);
+        // Count the checks of a full run, then fail at each one in turn: every abort must
+        // return the hook's error as is, whatever the phase.
+        let count = || {
+            calls.set(calls.get() + 1);
+            Ok(())
+        };
+        train_interruptible(&c, &cfg, &count).unwrap();
+        let n = calls.get();
+        assert!(n > 2 * cfg.num_sub_iterations, "{n} checks");
+        for k in 1..=n {
+            calls.set(0);
+            let fail_at_k = || {
+                calls.set(calls.get() + 1);
+                if calls.get() == k {
+                    Err(Error::Io("stop".into()))
+                } else {
+                    Ok(())
+                }
+            };
+            let e = train_interruptible(&c, &cfg, &fail_at_k).unwrap_err();
+            assert_eq!(e, Error::Io("stop".into()), "check {k}");
+            assert_eq!(calls.get(), k, "training went on after check {k} failed");
         }
     }
 

@@ -9,6 +9,8 @@ use unicode_script::{Script, UnicodeScript};
 
 use super::corpus::Corpus;
 use super::suffix::{for_each_interval, lcp_array, suffix_array};
+use super::Interrupt;
+use crate::error::Result;
 use crate::lattice::normalizer::SPACE_MARK;
 
 /// Code of the word separator in [`Units::a`].
@@ -64,7 +66,11 @@ impl Units {
         } else {
             let mut counts: HashMap<char, u64> = HashMap::new();
             for (w, n) in &corpus.words {
-                for c in w.chars() {
+                // NUL is never a unit (so it is unknown text and in no piece), as in
+                // SentencePiece's trainer: its model loader refuses any piece containing NUL,
+                // so a NUL piece would make the model impossible to export. It does not count
+                // towards character coverage either, as there.
+                for c in w.chars().filter(|&c| c != '\0') {
                     *counts.entry(c).or_insert(0) += n;
                 }
             }
@@ -183,6 +189,17 @@ impl Units {
 /// then the substrings by decreasing score); at most `seed_size` in all, but never fewer than
 /// the single units.
 pub fn seed_pieces(units: &Units, max_len: usize, seed_size: usize) -> Vec<(Vec<u32>, f64)> {
+    // Only the check can fail, and this one never does.
+    seed_pieces_interruptible(units, max_len, seed_size, &|| Ok(())).unwrap_or_default()
+}
+
+/// [`seed_pieces`], calling `check` between its phases (seconds each on a large corpus).
+pub fn seed_pieces_interruptible(
+    units: &Units,
+    max_len: usize,
+    seed_size: usize,
+    check: Interrupt,
+) -> Result<Vec<(Vec<u32>, f64)>> {
     let mut out: Vec<(Vec<u32>, f64)> = Vec::new();
     for (code, &n) in units.code_counts.iter().enumerate().skip(2) {
         // Byte-level models keep all 256 bytes even when absent from the corpus.
@@ -191,11 +208,13 @@ pub fn seed_pieces(units: &Units, max_len: usize, seed_size: usize) -> Vec<(Vec<
         }
     }
     if max_len < 2 || units.a.is_empty() {
-        return out;
+        return Ok(out);
     }
     let a = &units.a;
     let sa = suffix_array(a, units.alphabet.len());
+    check()?;
     let lcp = lcp_array(a, &sa);
+    check()?;
     // Occurrences are weighted by the count of the word they fall in.
     let mut pos_weight = vec![0u64; a.len()];
     for &(s, l, n) in &units.words {
@@ -209,6 +228,7 @@ pub fn seed_pieces(units: &Units, max_len: usize, seed_size: usize) -> Vec<(Vec<
         cum.push(t);
     }
     drop(pos_weight);
+    check()?;
     // (score, SA rank of the first occurrence, length). A substring determines its occurrence
     // interval, so each candidate comes from exactly one interval (or leaf) and needs no
     // de-duplication.
@@ -225,6 +245,7 @@ pub fn seed_pieces(units: &Units, max_len: usize, seed_size: usize) -> Vec<(Vec<
             }
         }
     });
+    check()?;
     // Leaves: a substring found in one distinct word only is still repeated in the corpus when
     // that word occurs at least twice (SentencePiece seeds from whole sentences, where it
     // would be an internal node).
@@ -236,13 +257,14 @@ pub fn seed_pieces(units: &Units, max_len: usize, seed_size: usize) -> Vec<(Vec<
             cands.push((freq as f64 * vp as f64, i as u32, vp as u32));
         }
     }
+    check()?;
     cands.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
     let room = seed_size.saturating_sub(out.len());
     for &(score, lb, len) in cands.iter().take(room) {
         let p = sa[lb as usize] as usize;
         out.push((a[p..p + len as usize].to_vec(), score));
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
