@@ -695,27 +695,13 @@ def cmd_entropy(a: argparse.Namespace) -> int:
 
 
 def _train_sentences(paths: Sequence[str]) -> Iterator[str]:
-    """The lines of ``paths`` (``.gz`` decompressed, ``-`` = stdin), as the trainer's own
-    file reader splits them: ``\n`` or ``\r\n`` endings, strict UTF-8."""
-    import gzip
-
+    """The lines of ``paths`` (``.gz`` decompressed, ``-`` = stdin) as ``encode`` reads text
+    (``\n`` or ``\r\n`` endings), stopping at the first line that is not UTF-8."""
     for path in paths:
-        with contextlib.ExitStack() as stack:
-            if path == "-":
-                src: Any = sys.stdin.buffer
-            else:
-                src = stack.enter_context(
-                    gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb"))
-            for i, raw in enumerate(src):
-                if raw.endswith(b"\n"):
-                    raw = raw[:-1]
-                    if raw.endswith(b"\r"):
-                        raw = raw[:-1]
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise InputError(i + 1, f"invalid UTF-8 at byte {e.start} of the line",
-                                     path=path) from None
+        for i, line, err in read_records(path, "text"):
+            if line is None:
+                raise InputError(i + 1, err or "unreadable line", path=path)
+            yield line
 
 
 def cmd_train(a: argparse.Namespace) -> int:
