@@ -103,3 +103,20 @@ def test_encode_batch_arrow_option_shares_the_ids_buffer() -> None:
     large = m.encode_batch(texts, alpha=0.5, seed=3, arrow="large")
     assert large.type == pa.large_list(pa.int32())
     assert large.to_pylist() == arr.to_pylist()
+
+
+def test_encode_batch_takes_arrow_string_columns():
+    # Iterating an Arrow array yields StringScalar items, which the batch reader refused.
+    m = probcraft.Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5)])
+    encode_batch = arrow.encode_batch
+    want = encode_batch(m, ["ab", "ba", "", "a"]).to_pylist()
+    for col in (
+        pa.array(["ab", "ba", "", "a"]),
+        pa.array(["ab", "ba", "", "a"], pa.large_string()),
+        pa.array([b"ab", b"ba", b"", b"a"]),
+        pa.chunked_array([["ab"], ["ba", "", "a"]]),
+        pa.table({"text": ["ab", "ba", "", "a"]}).column("text"),
+    ):
+        assert encode_batch(m, col).to_pylist() == want
+    with pytest.raises(TypeError, match="string or binary"):
+        encode_batch(m, pa.array([1, 2]))

@@ -115,6 +115,23 @@ def to_flat(arr: "pa.Array") -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int6
     return flat[start:end], (off - start).astype(np.int64, copy=False)
 
 
+def _arrow_texts(texts: Any) -> Any:
+    """An Arrow string/binary (chunked) array as Python ``str``/``bytes`` items; anything else
+    as it is. Iterating the Arrow array itself yields ``StringScalar`` items, which the batch
+    reader refuses."""
+    if not type(texts).__module__.startswith("pyarrow"):
+        return texts
+    pa = _pa()
+    if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        return texts
+    t = texts.type
+    kinds = ("is_string", "is_large_string", "is_string_view", "is_binary", "is_large_binary",
+             "is_binary_view")
+    if not any(getattr(pa.types, k, lambda _: False)(t) for k in kinds):
+        raise TypeError(f"texts must be an Arrow string or binary array, got type {t}")
+    return texts.to_pylist()
+
+
 def encode_batch(
     model: "Unigram",
     texts: Sequence["Text"],
@@ -128,10 +145,17 @@ def encode_batch(
 ) -> "pa.Array":
     """:meth:`Unigram.encode_batch` returning an Arrow list array (see :func:`from_flat`).
 
-    Same arguments and the same ids as ``model.encode_batch(texts, ..., flat=True)``.
+    Same arguments and the same ids as ``model.encode_batch(texts, ..., flat=True)``;
+    ``texts`` may also be an Arrow string or binary array (or chunked array), such as a
+    column of a ``pyarrow.Table``.
+
+    >>> import pyarrow as pa, probcraft
+    >>> m = probcraft.Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5)])
+    >>> encode_batch(m, pa.chunked_array([["ab"], ["ba", ""]])).to_pylist()
+    [[2], [1, 0], []]
     """
     ids, offsets = model.encode_batch(
-        texts,
+        _arrow_texts(texts),
         alpha=alpha,
         seed=seed,
         num_threads=num_threads,
