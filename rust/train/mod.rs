@@ -25,6 +25,7 @@ pub mod suffix;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::lattice::spm::parse_byte_piece;
 use crate::lattice::vocab::{PieceKind, PieceSpec, UnknownRule, VocabSpec};
 use corpus::{training_normalizer_spec, Corpus};
 use em::{Lattices, PieceTable};
@@ -148,13 +149,13 @@ impl TrainConfig {
                      contain"
                 )));
             }
-            if SPECIAL_PIECES.contains(&u.as_str()) {
+            if SPECIAL_PIECES.iter().any(|(p, _)| p == u) {
                 return Err(Error::invalid(format!(
                     "user_defined[{i}] ({u:?}) clashes with the special piece of the same name \
                      (<unk>, <s> and </s> are always in the vocabulary)"
                 )));
             }
-            if self.byte_fallback && is_byte_piece(u) {
+            if self.byte_fallback && parse_byte_piece(u.as_bytes()).is_some() {
                 return Err(Error::invalid(format!(
                     "user_defined[{i}] ({u:?}) clashes with the byte piece of the same name \
                      (byte_fallback=True adds <0x00> … <0xFF>)"
@@ -165,20 +166,12 @@ impl TrainConfig {
     }
 }
 
-/// The special pieces every trained vocabulary starts with (ids 0, 1, 2).
-const SPECIAL_PIECES: [&str; 3] = ["<unk>", "<s>", "</s>"];
-
-/// Whether `s` is one of the byte-fallback pieces `to_vocab` adds (`<0x00>` … `<0xFF>`,
-/// uppercase hex exactly as written there).
-fn is_byte_piece(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 6
-        && b.starts_with(b"<0x")
-        && b[5] == b'>'
-        && b[3..5]
-            .iter()
-            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
-}
+/// The special pieces every trained vocabulary starts with (ids 0, 1, 2; see `to_vocab`).
+const SPECIAL_PIECES: [(&str, PieceKind); 3] = [
+    ("<unk>", PieceKind::Unknown),
+    ("<s>", PieceKind::Control),
+    ("</s>", PieceKind::Control),
+];
 
 use crate::parallel;
 
@@ -543,11 +536,7 @@ fn to_vocab(st: &State, cfg: &TrainConfig, bytes_of: &dyn Fn(u32) -> Vec<u8>) ->
         score: 0.0,
         kind,
     };
-    let mut pieces = vec![
-        special("<unk>", PieceKind::Unknown),
-        special("<s>", PieceKind::Control),
-        special("</s>", PieceKind::Control),
-    ];
+    let mut pieces: Vec<PieceSpec> = SPECIAL_PIECES.iter().map(|&(p, k)| special(p, k)).collect();
     for u in &cfg.user_defined {
         pieces.push(special(u, PieceKind::UserDefined));
     }
