@@ -67,37 +67,6 @@ fn filled_vec<V: Clone>(n: usize, v: V) -> PyResult<Vec<V>> {
     Ok(out)
 }
 
-/// The temperatures of `softmax`/`log_softmax` (and their VJPs) against the element type,
-/// checked here so that messages print numbers readably and so that a temperature whose `1/τ`
-/// rounds to 0 in the element type (float32, τ > ~7e44) is rejected: the kernels' `x·(1/τ)`
-/// would turn −∞ entries into NaN (−∞·0) where float64 gives the limit.
-fn check_temperatures<T: Float>(t: &[f64]) -> crate::Result<()> {
-    for &v in t {
-        if !(v > 0.0 && v.is_finite()) {
-            return Err(crate::Error::invalid(format!(
-                "temperature must be positive and finite, got {}",
-                fmt_num(v)
-            )));
-        }
-        let c = T::from_f64(1.0 / v);
-        if !c.to_f64().is_finite() {
-            return Err(crate::Error::invalid(format!(
-                "temperature {} is too small for {} (1/temperature overflows)",
-                fmt_num(v),
-                T::NAME
-            )));
-        }
-        if c == T::ZERO {
-            return Err(crate::Error::invalid(format!(
-                "temperature {} is too large for {} (1/temperature rounds to 0)",
-                fmt_num(v),
-                T::NAME
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The Taylor order from the façade's float parameter, without the saturating `as usize`
 /// cast (which reported −2 as "got 0").
 fn taylor_order(p: &[f64]) -> crate::Result<usize> {
@@ -209,7 +178,6 @@ fn _sm_softmax<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let t = temperature.as_slice()?;
     dispatch!(x, |a: T| map_into(py, a, out, |xv, ov| {
-        check_temperatures::<T>(t)?;
         if log {
             softmax::log_softmax::<T>(xv, axis, Params(t), ov, num_threads)
         } else {
@@ -266,12 +234,10 @@ fn _sm_vjp<'py>(
     let kind = kind.to_string();
     dispatch!(y, |a: T| map2_into(py, a, grad, |yv, gv, ov| {
         match kind.as_str() {
-            // The same temperatures as the maps accept (`check_temperatures`).
-            "softmax" => check_temperatures::<T>(p)
-                .and_then(|_| softmax::softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads)),
-            "log_softmax" => check_temperatures::<T>(p).and_then(|_| {
+            "softmax" => softmax::softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads),
+            "log_softmax" => {
                 softmax::log_softmax_vjp::<T>(yv, gv, axis, Params(p), ov, num_threads)
-            }),
+            }
             "topk_softmax" => softmax::softmax_vjp::<T>(yv, gv, axis, Params::ONE, ov, num_threads),
             "sparsemax" => sparsemax::sparsemax_vjp::<T>(yv, gv, axis, ov, num_threads),
             "entmax15" => entmax::entmax15_vjp::<T>(yv, gv, axis, ov, num_threads),

@@ -18,7 +18,8 @@
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
 use super::layout::{
-    map_rows, map_rows2, reduce_rows, threads_from, Params, RowSpec, CHEAP_PARALLEL_MIN_ELEMENTS,
+    fmt_num, map_rows, map_rows2, reduce_rows, threads_from, Params, RowSpec,
+    CHEAP_PARALLEL_MIN_ELEMENTS,
 };
 use super::{exp, kern, Float};
 use crate::error::{Error, Result};
@@ -29,21 +30,32 @@ fn cheap(threads: Option<usize>, elements: usize) -> Option<usize> {
     threads_from(threads, elements, CHEAP_PARALLEL_MIN_ELEMENTS)
 }
 
-/// `1/τ` in the element type, rejecting temperatures whose inverse is not finite there.
+/// `1/τ` in the element type, rejecting temperatures whose inverse is not finite there, or
+/// rounds to 0 (float32, τ > ~7e44: the kernels' `x·(1/τ)` would turn −∞ entries into NaN,
+/// −∞·0, where float64 gives the limit).
 pub(crate) fn inv_temperature<T: Float>(t: f64) -> Result<T> {
     if t.is_nan() || t <= 0.0 || !t.is_finite() {
         return Err(Error::invalid(format!(
-            "temperature must be positive and finite, got {t}"
+            "temperature must be positive and finite, got {}",
+            fmt_num(t)
         )));
     }
-    let c = 1.0 / t;
-    if !(T::from_f64(c).to_f64()).is_finite() {
+    let c = T::from_f64(1.0 / t);
+    if !c.to_f64().is_finite() {
         return Err(Error::invalid(format!(
-            "temperature {t} is too small for {} (1/temperature overflows)",
+            "temperature {} is too small for {} (1/temperature overflows)",
+            fmt_num(t),
             T::NAME
         )));
     }
-    Ok(T::from_f64(c))
+    if c == T::ZERO {
+        return Err(Error::invalid(format!(
+            "temperature {} is too large for {} (1/temperature rounds to 0)",
+            fmt_num(t),
+            T::NAME
+        )));
+    }
+    Ok(c)
 }
 
 /// `1/τ` when one temperature serves every row (computed once, not per row).
