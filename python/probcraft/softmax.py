@@ -90,7 +90,16 @@ FloatArray = npt.NDArray[np.floating[Any]]
 Axis = Optional[int]
 
 
+# The dtypes the kernels take as they are. Built-in descriptors are singletons, so an
+# identity test settles the common case without numpy's slower dtype comparison.
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _as_float(x: ArrayLike, name: str = "x") -> FloatArray:
+    if type(x) is np.ndarray:
+        dt = x.dtype
+        if dt is _KERNEL_DTYPES[0] or dt is _KERNEL_DTYPES[1]:
+            return x
     a = np.asarray(x)
     dt = a.dtype
     if dt.kind == "f":
@@ -104,6 +113,17 @@ def _as_float(x: ArrayLike, name: str = "x") -> FloatArray:
     if dt.kind in "biu":
         return a.astype(np.float64)
     raise TypeError(f"{name} must be a real (float, int or bool) array, got dtype {dt}")
+
+
+def _unit() -> npt.NDArray[np.float64]:
+    one = np.ones(1)
+    one.flags.writeable = False  # shared by every call: nobody may change it
+    return one
+
+
+# The default of every scalar parameter that defaults to 1 (temperature, scale), made once:
+# building a one-element array costs about as much as a small softmax.
+_ONE = _unit()
 
 
 def _real(value: Any, name: str) -> npt.NDArray[np.float64]:
@@ -122,12 +142,13 @@ _KERNEL_MAX_NDIM = 32
 
 
 def _axis(a: np.ndarray, axis: Axis) -> int:
-    if a.ndim == 0 or axis is None:
+    nd = a.ndim
+    if nd == 0 or axis is None:
         return 0
-    ax = operator.index(axis)
-    if not -a.ndim <= ax < a.ndim:
-        raise np.exceptions.AxisError(ax, a.ndim)
-    return ax % a.ndim
+    ax = axis if type(axis) is int else operator.index(axis)
+    if not -nd <= ax < nd:
+        raise np.exceptions.AxisError(ax, nd)
+    return ax % nd
 
 
 class _Rows:
@@ -135,17 +156,20 @@ class _Rows:
     reshape (``axis=None``: one row; more than 32 dimensions: ``outer × axis × inner``, which
     has the same rows in the same C order)."""
 
+    __slots__ = ("a", "axis", "flat", "orig_axis", "orig_shape", "reshaped")
+
     def __init__(self, x: ArrayLike, axis: Axis, name: str = "x") -> None:
         a = _as_float(x, name)
         self.orig_shape = a.shape
-        self.flat = axis is None or a.ndim == 0
+        nd = len(self.orig_shape)
+        self.flat = axis is None or nd == 0
         if self.flat:
             a = a.reshape(-1)
             self.axis = self.orig_axis = 0
             self.reshaped = True
         else:
             self.axis = self.orig_axis = _axis(a, axis)
-            self.reshaped = a.ndim > _KERNEL_MAX_NDIM
+            self.reshaped = nd > _KERNEL_MAX_NDIM
             if self.reshaped:
                 # The kernels only need the rows: collapsing the axes before and after
                 # ``axis`` keeps every row and their order (a copy only for views that do not
@@ -173,6 +197,8 @@ class _Rows:
 
     def param(self, value: Any, name: str) -> np.ndarray:
         """One float64 per row (or a single value), C order over the other axes."""
+        if type(value) is float and value == 1.0:  # the default temperature / scale
+            return _ONE
         v = _real(value, name)
         if v.size == 1:
             return v.reshape(1)
