@@ -22,6 +22,7 @@ import dataclasses
 import gc
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import sys
@@ -88,36 +89,47 @@ def time_case(case: Case, min_time: float, repeats: int, stat: str = "mean") -> 
         gc.collect()
 
 
-def paired_ratio(ref: Callable[[], Any], fn: Callable[[], Any], min_time: float, pairs: int = 11) -> float:
-    """Median over `pairs` alternating bursts of (time per call of `ref`) / (time per call of
-    `fn`). Each ratio comes from two bursts a fraction of a second apart, so a shared machine
-    whose speed drifts between one case's run and the next moves both sides of it together;
-    the separate rows of the table do not have that property."""
+def paired_ratio(
+    ref: Callable[[], Any], fn: Callable[[], Any], min_time: float, pairs: int = 11
+) -> tuple[float, float]:
+    """Two estimates of (time per call of `ref`) / (time per call of `fn`) from `pairs`
+    alternating bursts: the median over the bursts of their mean-time ratios, and the ratio of
+    the fastest single calls of either side over all bursts. Each burst ratio comes from two
+    bursts a fraction of a second apart, so a shared machine whose speed drifts between one
+    case's run and the next moves both sides of it together; the separate rows of the table
+    do not have that property. The fastest calls are timeit's estimate (other load only adds
+    time), taken here over the same interleaved moments for both sides: for a threads-against-
+    one-thread pair it is the speed-up when the second vCPU was not lent to someone else."""
     ratios = []
+    fastest = {"ref": math.inf, "fn": math.inf}
     for k in range(pairs):
         per = {}
         for name, f in (("ref", ref), ("fn", fn)) if k % 2 == 0 else (("fn", fn), ("ref", ref)):
             n, t0 = 0, time.perf_counter()
-            while n < 3 or time.perf_counter() - t0 < min_time / 2:
+            t = t0
+            while n < 3 or t - t0 < min_time / 2:
                 f()
+                t1 = time.perf_counter()
+                fastest[name] = min(fastest[name], t1 - t)
+                t = t1
                 n += 1
-            per[name] = (time.perf_counter() - t0) / n
+            per[name] = (t - t0) / n
         ratios.append(per["ref"] / per["fn"])
     ratios.sort()
-    return ratios[len(ratios) // 2]
+    return ratios[len(ratios) // 2], fastest["ref"] / fastest["fn"]
 
 
-def print_paired(results: list[Result], min_time: float) -> None:
+def print_paired(results: list[Result], min_time: float, pairs: int = 11) -> None:
     rows = [r for r in results if r.case.pair and r.seconds is not None]
     if not rows:
         return
-    print("\n## paired ratios (alternating bursts, median of 11 pairs)")
+    print(f"\n## paired ratios ({pairs} alternating bursts: median of burst ratios; fastest calls)")
     for r in rows:
         other = next((x for x in results if x.case.group == r.case.group and x.case.name == r.case.pair), None)
         if other is None or other.seconds is None or other.case.fn is None or r.case.fn is None:
             continue
-        ratio = paired_ratio(other.case.fn, r.case.fn, min_time)
-        print(f"{r.case.group}: {r.case.name} vs {other.case.name}: {ratio:.2f}x", flush=True)
+        median, fastest = paired_ratio(other.case.fn, r.case.fn, min_time, pairs)
+        print(f"{r.case.group}: {r.case.name} vs {other.case.name}: {median:.2f}x; fastest calls {fastest:.2f}x", flush=True)
 
 
 def fmt_rate(r: Result) -> str:
@@ -177,6 +189,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--min-time", type=float, default=None, help="seconds per timing repeat")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="num_threads for batch calls")
+    ap.add_argument("--pairs", type=int, default=11,
+                    help="alternating bursts per paired ratio (more: a steadier estimate)")
     ap.add_argument("--json", type=pathlib.Path, help="also write results as JSON")
     ap.add_argument("--filter", default=None, help="only groups containing this text")
     ap.add_argument("--stat", choices=["mean", "min"], default="mean",
@@ -200,7 +214,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             results.append(time_case(case, opts.min_time, opts.repeats, opts.stat))
     print_table(results)
-    print_paired(results, opts.min_time)
+    print_paired(results, opts.min_time, opts.pairs)
     if opts.json:
         opts.json.write_text(json.dumps([
             {"group": r.case.group, "name": r.case.name, "seconds": r.seconds,
