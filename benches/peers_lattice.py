@@ -123,6 +123,12 @@ def cases(opts) -> list[Case]:
         out.append(Case(g, "probcraft Viterbi list 1 thread", lambda o=ours, t=big: o.encode_batch(t, num_threads=1), nbytes=bb))
         out.append(Case(g, "probcraft Viterbi list 2 threads", lambda o=ours, t=big: o.encode_batch(t, num_threads=2), nbytes=bb,
                         pair="probcraft Viterbi list 1 thread"))
+        # Scaling beyond two where the machine has the cores (the 16-core device).
+        ncpu = os.cpu_count() or 1
+        for k in sorted({4, 8, 16} | {ncpu}):
+            if 2 < k <= ncpu:
+                out.append(Case(g, f"probcraft Viterbi {k} threads", lambda o=ours, t=big, k=k: o.encode_batch(t, num_threads=k, flat=True),
+                                nbytes=bb))
     out.extend(_jieba_cases(opts))
     return out
 
