@@ -103,6 +103,11 @@ def cases(opts) -> list[Case]:
         sub_bytes = sum(len(ln.encode()) for ln in sub)
         out.append(Case(g, "sentencepiece nbest_encode_as_ids", lambda sp=sp, l=sub: [sp.nbest_encode_as_ids(x, 10) for x in l], nbytes=sub_bytes, ref=True))
         out.append(Case(g, "probcraft nbest" + note, lambda o=ours, t=sub_t: [o.nbest(x, 10) for x in t], nbytes=sub_bytes))
+        # Token spans in the source text (SentencePiece's proto begin/end; ours per line).
+        g = f"spans per line, {tag}"
+        out.append(Case(g, "sentencepiece encode(return_type='proto')", lambda sp=sp, l=sub: [sp.encode(x, return_type="proto") for x in l],
+                        nbytes=sub_bytes, ref=True))
+        out.append(Case(g, "probcraft encode_with_spans", lambda o=ours, l=sub: [o.encode_with_spans(x) for x in l], nbytes=sub_bytes))
         # A data loader's call: a small batch with the default thread count (per-call costs).
         g = f"32-line batches, default threads, {tag}"
         few, few_t = lines[:32], texts[:32]

@@ -94,6 +94,30 @@ def test_user_defined_pieces_score_like_sentencepiece_0_2_3():
     assert ours.encode_as_pieces("abbbbbb") == ["▁", "ab", "bb", "bbb"]
 
 
+def test_user_defined_pieces_bypass_the_normaliser_like_sentencepiece():
+    # SentencePiece matches user-defined pieces before normalising, so a piece that NFKC
+    # would rewrite (fullwidth letters, circled digits, ligatures) still matches. Our
+    # encoder normalised them first: 'ＡＢ' became 'AB' and came out as other pieces.
+    import io
+
+    words = ["alpha", "beta", "épée", "中文", "ＡＢ", "x①", "ﬁx", "plain"]
+    lines = [" ".join(words[(i * k) % len(words)] for k in range(1, 8)) for i in range(300)]
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=out, model_type="unigram", vocab_size=120,
+        hard_vocab_limit=False, minloglevel=2, num_threads=1,
+        user_defined_symbols=["ＡＢ", "x①", "ﬁx"],
+    )
+    ours = Unigram.from_sentencepiece(out.getvalue())
+    ref = spm.SentencePieceProcessor(model_proto=out.getvalue())
+    texts = lines + ["ＡＢＡＢ x①x① ﬁxﬁ AB x1 fix", "  ＡＢ\tx①  ", "ＡＢC ①ﬁ"]
+    want = ref.encode(texts)
+    got = ours.encode_batch(texts)
+    bad = [t for t, w, g in zip(texts, want, got) if w != g.tolist()]
+    assert not bad, f"{len(bad)} mismatches, first {bad[0]!r}"
+    assert ours.encode_as_pieces("ＡＢ x①") == ref.encode_as_pieces("ＡＢ x①")
+
+
 def test_model_metadata_and_pickle(pair):
     _, ours, ref = pair
     assert ours.vocab_size == ref.vocab_size()

@@ -188,6 +188,10 @@ class Unigram:
         self, text: str | bytes | bytearray, *, alpha: float | None = None, seed: int | None = None,
         method: str = "perfect",
     ) -> list[Any]: ...
+    def encode_with_spans(
+        self, text: str | bytes | bytearray, *, alpha: float | None = None, seed: int | None = None,
+        method: str = "perfect",
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
     def encode_batch_flat(
         self, texts: Any, *, alpha: float | None = None, seed: int | None = None,
         num_threads: int | None = None, method: str = "perfect", stream_offset: int = 0,

@@ -256,6 +256,39 @@ class Unigram:
         except OverflowError as e:
             raise _overflow(e, seed=seed) from None
 
+    def encode_with_spans(
+        self,
+        text: Text,
+        *,
+        alpha: Optional[float] = None,
+        seed: Optional[int] = None,
+        method: str = "perfect",
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """:meth:`encode` with where each token came from: ``(ids, spans)``, ``spans`` an
+        ``(n, 2)`` int64 array of ``[start, end)`` offsets into ``text`` — characters for a
+        ``str`` (so ``text[start:end]`` is the token's source, as HF tokenizers'
+        ``return_offsets_mapping``), bytes for bytes-like input (SentencePiece's
+        ``begin``/``end``).
+
+        The ids are those of :meth:`encode` with the same arguments (the same sample for the
+        same seed). Spans follow the normaliser's alignment as SentencePiece reports it: the
+        dummy-prefix ``▁`` and collapsed spaces belong to the token that starts with them, a
+        character the normaliser expanded (``ﬁ`` → ``fi``) belongs to the token holding its
+        last part, merged UNKs span every character they cover, and the byte pieces of a
+        byte-fallback character all start at it, only the last one ending after it.
+
+        >>> m = Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5), ("é", -1.0)])
+        >>> ids, spans = m.encode_with_spans("abé")
+        >>> ids.tolist(), spans.tolist()
+        ([2, 3], [[0, 2], [2, 3]])
+        >>> m.encode_with_spans("abé".encode())[1].tolist()   # bytes in, byte offsets out
+        [[0, 2], [2, 4]]
+        """
+        try:
+            return self._m.encode_with_spans(text, alpha=alpha, seed=seed, method=method)
+        except OverflowError as e:
+            raise _overflow(e, seed=seed) from None
+
     def encode_batch(
         self,
         texts: Sequence[Text],

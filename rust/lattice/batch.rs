@@ -104,7 +104,7 @@
 
 use std::cell::RefCell;
 
-use super::model::Model;
+use super::model::{check_utf8, Model};
 use super::sample::{self, check_alpha, Method};
 use super::viterbi::{emit_from_back, viterbi, Workspace};
 use crate::error::{Error, Result};
@@ -347,6 +347,58 @@ fn encode_prepared(
     Ok(())
 }
 
+/// Encodes one raw text to ids and, for each, the span of input bytes it came from (see
+/// [`Model::emit_spans`]); the ids are those of [`encode_input`] with the same stream. Byte-
+/// level models and identity normalisers map bytes to themselves.
+pub fn encode_spans(
+    model: &Model,
+    text: &[u8],
+    mode: Mode,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+) -> Result<(Vec<i32>, Vec<[usize; 2]>)> {
+    let normalized;
+    let (prepared, offsets): (&[u8], Option<Vec<usize>>) =
+        if model.byte_level() || model.normalizer().is_identity() {
+            if !model.byte_level() {
+                check_utf8(text)?;
+            }
+            (text, None)
+        } else {
+            let (n, o) = model.normalizer().normalize_with_offsets(check_utf8(text)?);
+            normalized = n;
+            (normalized.as_bytes(), Some(o))
+        };
+    segment(model, prepared, mode, rng, ws)?;
+    let (mut ids, mut spans) = (Vec::new(), Vec::new());
+    model.emit_ids(prepared, &ws.path, &mut ids);
+    match &offsets {
+        Some(o) => model.emit_spans(&ws.path, |i| o[i], &mut spans),
+        None => model.emit_spans(&ws.path, |i| i, &mut spans),
+    }
+    ws.trim();
+    Ok((ids, spans))
+}
+
+/// Turns byte offsets into `text` into character (code point) offsets, in place: what a
+/// Python `str` is indexed by. One forward walk when the offsets do not decrease (spans from
+/// [`encode_spans`] never do); a smaller offset restarts it. An offset inside a character
+/// counts that character as begun.
+pub fn spans_to_chars(text: &str, spans: &mut [[usize; 2]]) {
+    let b = text.as_bytes();
+    let (mut at, mut chars) = (0usize, 0usize);
+    for v in spans.iter_mut().flat_map(|s| s.iter_mut()) {
+        let want = (*v).min(b.len());
+        if want < at {
+            (at, chars) = (0, 0);
+        }
+        // Continuation bytes (0b10xx_xxxx) do not start a character.
+        chars += b[at..want].iter().filter(|&&c| c & 0xC0 != 0x80).count();
+        at = want;
+        *v = chars;
+    }
+}
+
 /// Encodes one raw text to piece surfaces.
 pub fn encode_pieces(
     model: &Model,
@@ -481,7 +533,120 @@ pub fn concat_chunks(parts: &[(Vec<i32>, Vec<i64>)], n_items: usize) -> Flat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lattice::model::tests::spm_like;
+    use crate::lattice::model::tests::{arb_model, arb_text, spm_like};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// `encode_spans` gives `encode`'s ids for the same stream (Viterbi and every sampler)
+        /// or its error, and spans that tile the text in order: on these unnormalised models
+        /// each token starts where the previous one ended, the first at 0, the last ending at
+        /// the text's end (byte-fallback pieces before a character's last one are empty).
+        #[test]
+        fn spans_tile_the_text_and_ids_match_encode(
+            m in arb_model(4), text in arb_text(30), seed in any::<u64>(), k in 0usize..4
+        ) {
+            let mode = match k {
+                0 => Mode::Viterbi,
+                1 => Mode::new(Some(0.5), "perfect").unwrap(),
+                2 => Mode::new(Some(0.5), "ffbs").unwrap(),
+                _ => Mode::new(Some(0.0), "viterbi-sampling").unwrap(),
+            };
+            let mut ws = Workspace::new();
+            let mut want = Vec::new();
+            let r = encode(&m, &text, mode, &mut Stream::new(seed, 3), &mut ws, &mut want);
+            let got = encode_spans(&m, &text, mode, &mut Stream::new(seed, 3), &mut ws);
+            match (r, got) {
+                (Ok(()), Ok((ids, spans))) => {
+                    prop_assert_eq!(&ids, &want);
+                    prop_assert_eq!(spans.len(), ids.len());
+                    let mut at = 0;
+                    for &[b, e] in &spans {
+                        prop_assert_eq!(b, at);
+                        prop_assert!(e >= b);
+                        at = e;
+                    }
+                    prop_assert_eq!(at, text.len());
+                }
+                (Err(_), Err(_)) => {}
+                (r, got) => prop_assert!(false, "encode {:?} but encode_spans {:?}", r, got.map(|g| g.0)),
+            }
+        }
+    }
+
+    fn viterbi_spans(m: &Model, text: &str) -> (Vec<i32>, Vec<[usize; 2]>) {
+        let (mut rng, mut ws) = (Stream::new(0, 0), Workspace::new());
+        encode_spans(m, text.as_bytes(), Mode::Viterbi, &mut rng, &mut ws).unwrap()
+    }
+
+    /// Normalised text maps back through the normaliser's offsets: the dummy-prefix `▁` and
+    /// collapsed spaces go to the token they start, merged UNKs cover every character.
+    #[test]
+    fn spans_follow_the_normaliser() {
+        let m = spm_like(&[("▁ab", -1.0), ("▁", -2.0), ("c", -2.0)]);
+        let text = "  ab   c☃☃ ab";
+        let (ids, spans) = viterbi_spans(&m, text);
+        let pieces: Vec<_> = ids
+            .iter()
+            .map(|&i| String::from_utf8_lossy(m.piece(i as u32).unwrap()).into_owned())
+            .collect();
+        assert_eq!(pieces, ["▁ab", "▁", "c", "<unk>", "▁ab"]);
+        let surfaces: Vec<&str> = spans.iter().map(|&[b, e]| &text[b..e]).collect();
+        assert_eq!(surfaces, ["ab", "   ", "c", "☃☃", " ab"]);
+    }
+
+    /// Byte fallback: a character no piece covers becomes one byte piece per UTF-8 byte, all
+    /// starting at the character and only the last one ending after it (SentencePiece's
+    /// `begin`/`end`); a byte without its `<0xXX>` piece falls back to UNK.
+    #[test]
+    fn byte_fallback_spans_end_on_the_last_byte() {
+        use crate::lattice::vocab::{PieceKind, PieceSpec};
+        let mut v = spm_like(&[("a", -1.0), ("b", -1.0)]).spec().clone();
+        v.normalizer.add_dummy_prefix = false;
+        for b in [0xE2u8, 0x98] {
+            v.pieces.push(PieceSpec {
+                piece: format!("<0x{b:02X}>").into_bytes(),
+                score: 0.0,
+                kind: PieceKind::Byte,
+            });
+        }
+        v.byte_fallback = true;
+        let m = Model::from_spec(v).unwrap();
+        let text = "a☃b"; // ☃ = E2 98 83
+        let (ids, spans) = viterbi_spans(&m, text);
+        assert_eq!(ids, [1, 3, 4, 0, 2]);
+        assert_eq!(spans, [[0, 1], [1, 1], [1, 1], [1, 4], [4, 5]]);
+    }
+
+    /// Byte offsets to character offsets, with a restart when an offset goes back.
+    #[test]
+    fn spans_to_chars_counts_code_points() {
+        let text = "aé中😀b";
+        let mut s = vec![
+            [0, 1],
+            [1, 3],
+            [3, 6],
+            [6, 10],
+            [10, 11],
+            [3, 11],
+            [0, 0],
+            [11, 99],
+        ];
+        spans_to_chars(text, &mut s);
+        assert_eq!(
+            s,
+            vec![
+                [0, 1],
+                [1, 2],
+                [2, 3],
+                [3, 4],
+                [4, 5],
+                [2, 5],
+                [0, 0],
+                [5, 5]
+            ]
+        );
+    }
 
     /// One thread per full chunk at most; the requested count otherwise; bad counts rejected.
     #[test]

@@ -335,7 +335,10 @@ impl Model {
     /// rebuilding per EM iteration is cheap; [`Model::with_scores`] skips even that.
     pub fn from_spec(spec: VocabSpec) -> Result<Model> {
         spec.validate()?;
-        let normalizer = Normalizer::new(&spec.normalizer)?;
+        // User-defined pieces pass through the normaliser untouched, as SentencePiece builds
+        // it: without that, `ＡＢ` as a user-defined piece was NFKC'd to `AB` before the
+        // lattice saw it and never matched.
+        let normalizer = Normalizer::for_vocab(&spec)?;
         let n = spec.pieces.len();
         let mut keys: Vec<(&[u8], u32)> = Vec::with_capacity(n);
         let mut matchable = vec![false; n];
@@ -1041,6 +1044,40 @@ impl Model {
                 prev_unk = true;
             } else {
                 out.push(id as i32);
+                prev_unk = false;
+            }
+        }
+    }
+
+    /// The input span of each id [`Self::emit_ids`] gives for the same path, as SentencePiece
+    /// reports them (`begin`/`end` of its `SentencePieceText`): an edge over prepared bytes
+    /// `s..e` came from input bytes `off(s)..off(e)` (`off`: the normaliser's offsets); merged
+    /// UNKs extend the previous span; the byte pieces of a byte-fallback character all start
+    /// where it starts and only the last one ends where it ends.
+    pub fn emit_spans(
+        &self,
+        path: &[(usize, usize, u32)],
+        off: impl Fn(usize) -> usize,
+        out: &mut Vec<[usize; 2]>,
+    ) {
+        let merge = self.merges_unk();
+        let mut prev_unk = false;
+        for &(s, e, id) in path {
+            let (b, f) = (off(s), off(e));
+            if Some(id) == self.unk_edge {
+                if self.byte_pieces.is_some() {
+                    out.extend(std::iter::repeat_n([b, b], e - s - 1));
+                    out.push([b, f]);
+                    prev_unk = false;
+                    continue;
+                }
+                match out.last_mut() {
+                    Some(last) if prev_unk && merge => last[1] = f,
+                    _ => out.push([b, f]),
+                }
+                prev_unk = true;
+            } else {
+                out.push([b, f]);
                 prev_unk = false;
             }
         }

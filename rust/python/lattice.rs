@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -1088,6 +1088,38 @@ impl Unigram {
             })
         })?;
         Ok(ids.into_pyarray(py))
+    }
+
+    /// `(ids, spans)`: the ids of [`Self::encode`] for the same arguments and an `(n, 2)`
+    /// int64 array of where each came from in `text` (characters for a `str`, bytes for
+    /// bytes-like input).
+    #[pyo3(signature = (text, *, alpha=None, seed=None, method="perfect"))]
+    #[allow(clippy::type_complexity)]
+    fn encode_with_spans<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        alpha: Option<f64>,
+        seed: Option<u64>,
+        method: &str,
+    ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray2<i64>>)> {
+        let t = text_arg(text, "text")?;
+        let mode = Mode::new(alpha, method).map_err(to_pyerr)?;
+        let m = self.model.clone();
+        let seed = seed_or_fresh(seed);
+        let (ids, flat) = guarded(py, || {
+            let (ids, mut spans) = with_workspace(|ws| {
+                batch::encode_spans(&m, t.bytes(), mode, &mut Stream::new(seed, 0), ws)
+            })?;
+            if let Text::Str(s) = &t {
+                batch::spans_to_chars(s, &mut spans);
+            }
+            // Offsets fit i64: they are at most the length of a Python object.
+            let flat: Vec<i64> = spans.iter().flatten().map(|&v| v as i64).collect();
+            Ok((ids, flat))
+        })?;
+        let n = ids.len();
+        Ok((ids.into_pyarray(py), flat.into_pyarray(py).reshape([n, 2])?))
     }
 
     #[pyo3(signature = (text, *, alpha=None, seed=None, method="perfect"))]
