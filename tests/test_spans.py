@@ -8,7 +8,6 @@ the peer, the spans of unnormalised models must tile the text, and the ids must 
 
 from __future__ import annotations
 
-import io
 import pathlib
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _spmtrain import trained
 from probcraft import Unigram
 
 MODELS = ["spm_en_botchan_1k.model", "spm_zh_fortunes_8k.model"]
@@ -61,24 +61,6 @@ def test_spans_match_sentencepiece_on_every_line(shared_dir: pathlib.Path, model
     print(f"{model}: {len(texts)} texts, {n} tokens, spans identical")
 
 
-def _trained(**kw) -> bytes:
-    spm = pytest.importorskip("sentencepiece")
-    words = ["alpha", "beta", "gamma", "delta", "épée", "naïve", "中文", "测试", "x①"]
-    lines = [" ".join(words[(i * k) % len(words)] for k in range(1, 8)) for i in range(400)]
-    out = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=out,
-        model_type="unigram",
-        vocab_size=kw.pop("vocab_size", 330),
-        hard_vocab_limit=False,
-        minloglevel=2,
-        num_threads=1,
-        **kw,
-    )
-    return out.getvalue()
-
-
 @pytest.mark.parametrize(
     "options",
     [
@@ -91,7 +73,7 @@ def _trained(**kw) -> bytes:
 )
 def test_spans_match_sentencepiece_on_trained_models(options: dict) -> None:
     spm = pytest.importorskip("sentencepiece")
-    mb = _trained(**options)
+    mb = trained(**options)
     ours = Unigram.from_sentencepiece(mb)
     ref = spm.SentencePieceProcessor(model_proto=mb)
     texts = [

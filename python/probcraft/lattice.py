@@ -394,9 +394,17 @@ class Unigram:
         return ids, offsets
 
     def decode(self, ids: IdsLike) -> str:
-        """Text from ids (SentencePiece rules: ``▁`` → space, dummy prefix removed, UNK →
-        ``" ⁇ "``, control pieces dropped, byte pieces joined; invalid UTF-8 becomes U+FFFD).
-        Ids out of range raise ``ValueError``."""
+        """Text from ids. SentencePiece models decode as ``sentencepiece`` 0.2.3 does, for
+        any id sequence: ``▁`` → space, the first piece's leading ``▁`` dropped (with
+        ``remove_extra_whitespaces``, every leading ``▁`` until text appears), UNK →
+        ``" ⁇ "``, control pieces dropped, each run of byte pieces read as UTF-8 with every
+        invalid byte a U+FFFD. Other models concatenate their pieces. Ids out of range raise
+        ``ValueError``.
+
+        >>> m = Unigram.from_pieces([("a", -1.0), ("b", -1.0)])
+        >>> m.decode([0, 1, 0])
+        'aba'
+        """
         return self._m.decode(ids)
 
     def decode_bytes(self, ids: IdsLike) -> bytes:

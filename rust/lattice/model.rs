@@ -1114,25 +1114,29 @@ impl Model {
         out
     }
 
-    /// Decodes ids back to bytes (SentencePiece's rules): pieces concatenate, `▁` becomes a
-    /// space, the dummy-prefix space is dropped, byte pieces contribute their byte, control
-    /// pieces nothing, and UNK `" ⁇ "`.
+    /// Decodes ids back to bytes. Models that escape whitespace (SentencePiece's) follow
+    /// `sentencepiece` 0.2.3's `Decode` (see [`Self::decode_spm`]); the others concatenate
+    /// their pieces, byte pieces giving their byte and UNK `" ⁇ "`.
     pub fn decode(&self, ids: &[i64]) -> Result<Vec<u8>> {
         let n = self.spec.pieces.len();
+        if let Some((k, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|&(_, &id)| id < 0 || id as u64 >= n as u64)
+        {
+            return Err(Error::invalid(format!(
+                "id {id} at position {k} is out of range for a vocabulary of {n} pieces"
+            )));
+        }
+        if !self.byte_level && self.spec.normalizer.escape_whitespaces {
+            return Ok(self.decode_spm(ids));
+        }
         let mut out = Vec::new();
-        let escape = !self.byte_level && self.spec.normalizer.escape_whitespaces;
-        for (k, &id) in ids.iter().enumerate() {
-            if id < 0 || id as u64 >= n as u64 {
-                return Err(Error::invalid(format!(
-                    "id {id} at position {k} is out of range for a vocabulary of {n} pieces"
-                )));
-            }
+        for &id in ids {
             let p = &self.spec.pieces[id as usize];
             match p.kind {
                 PieceKind::Control => {}
-                PieceKind::Unknown if !self.byte_level => {
-                    out.extend_from_slice(" \u{2047} ".as_bytes());
-                }
+                PieceKind::Unknown if !self.byte_level => out.extend_from_slice(UNK_SURFACE),
                 PieceKind::Byte => match parse_byte_piece(&p.piece) {
                     Some(b) => out.push(b),
                     None => out.extend_from_slice(&p.piece),
@@ -1140,21 +1144,89 @@ impl Model {
                 _ => out.extend_from_slice(&p.piece),
             }
         }
-        if escape {
-            let s = String::from_utf8_lossy(&out).replace('\u{2581}', " ");
-            out = s.into_bytes();
-            let nz = &self.spec.normalizer;
-            if nz.add_dummy_prefix {
-                if nz.treat_whitespace_as_suffix {
-                    if out.last() == Some(&b' ') {
-                        out.pop();
-                    }
-                } else if out.first() == Some(&b' ') {
-                    out.remove(0);
+        Ok(out)
+    }
+
+    /// SentencePiece's decoding (ids already checked): control pieces vanish, UNK is
+    /// `" ⁇ "`, each run of byte pieces is read as UTF-8 with every invalid byte a U+FFFD,
+    /// and `▁` becomes a space, except that the first piece's leading `▁` (the dummy prefix)
+    /// is dropped, and with `remove_extra_whitespaces` the leading `▁` of every piece until
+    /// some text has been produced. Not done: a model's own `unk_surface` and denormaliser
+    /// rules (the default surface and none are what nearly every model has).
+    fn decode_spm(&self, ids: &[i64]) -> Vec<u8> {
+        const SPACE: &[u8] = "\u{2581}".as_bytes();
+        let nz = &self.spec.normalizer;
+        let strip_bos = nz.add_dummy_prefix || nz.remove_extra_whitespaces;
+        let mut text = Vec::new();
+        let mut run = Vec::new();
+        let (mut is_bos_ws, mut bos_ws_seen) = (true, false);
+        for &id in ids {
+            let p = &self.spec.pieces[id as usize];
+            if p.kind == PieceKind::Byte {
+                if let Some(b) = parse_byte_piece(&p.piece) {
+                    run.push(b);
+                    continue;
                 }
             }
+            push_utf8_or_replacement(&mut text, &run);
+            run.clear();
+            if bos_ws_seen || !text.is_empty() {
+                is_bos_ws = false;
+            }
+            bos_ws_seen = match p.kind {
+                PieceKind::Control => false,
+                PieceKind::Unknown => {
+                    text.extend_from_slice(UNK_SURFACE);
+                    false
+                }
+                _ => {
+                    let mut piece = &p.piece[..];
+                    let mut consumed = false;
+                    if is_bos_ws && strip_bos {
+                        if let Some(rest) = piece.strip_prefix(SPACE) {
+                            piece = rest;
+                            consumed = !nz.remove_extra_whitespaces;
+                        }
+                    }
+                    while let Some(at) = find(piece, SPACE) {
+                        text.extend_from_slice(&piece[..at]);
+                        text.push(b' ');
+                        piece = &piece[at + SPACE.len()..];
+                    }
+                    text.extend_from_slice(piece);
+                    consumed
+                }
+            };
         }
-        Ok(out)
+        push_utf8_or_replacement(&mut text, &run);
+        text
+    }
+}
+
+/// SentencePiece's default surface of an UNK piece in decoded text.
+const UNK_SURFACE: &[u8] = " \u{2047} ".as_bytes();
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Appends `bytes` read as UTF-8 the way SentencePiece reads a run of byte pieces: each
+/// character that decodes (no overlong forms, surrogates or values past U+10FFFF) as itself,
+/// every other byte as U+FFFD on its own (Rust's and Python's lossy decoders replace a whole
+/// truncated sequence by one U+FFFD instead).
+fn push_utf8_or_replacement(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        let n = utf8_len(bytes[0]).min(bytes.len());
+        match std::str::from_utf8(&bytes[..n]) {
+            Ok(c) if n == utf8_len(bytes[0]) => {
+                out.extend_from_slice(c.as_bytes());
+                bytes = &bytes[n..];
+            }
+            _ => {
+                out.extend_from_slice("\u{FFFD}".as_bytes());
+                bytes = &bytes[1..];
+            }
+        }
     }
 }
 
@@ -1339,6 +1411,24 @@ pub(crate) mod tests {
         assert_eq!(m.decode(&[1, 2, 0]).unwrap(), "abc \u{2047} ".as_bytes());
         assert!(m.decode(&[5]).is_err());
         assert!(m.decode(&[-1]).is_err());
+        // A leading UNK keeps its spaces; the dummy prefix goes with the first piece only
+        // (remove_extra_whitespaces: every piece's until text appears).
+        assert_eq!(m.decode(&[0, 1]).unwrap(), " \u{2047}  ab".as_bytes());
+        assert_eq!(m.decode(&[1, 1]).unwrap(), "ab ab".as_bytes());
+        // Byte pieces: each run read as UTF-8, every invalid byte one U+FFFD.
+        let mut v = m.spec().clone();
+        for b in [0xE2u8, 0x98, 0x83, b'x'] {
+            v.pieces.push(PieceSpec {
+                piece: format!("<0x{b:02X}>").into_bytes(),
+                score: 0.0,
+                kind: PieceKind::Byte,
+            });
+        }
+        let mb = Model::from_spec(v).unwrap();
+        assert_eq!(
+            mb.decode(&[3, 4, 5, 2, 3, 4, 6]).unwrap(),
+            "☃c\u{FFFD}\u{FFFD}x".as_bytes()
+        );
     }
 
     #[test]
