@@ -93,7 +93,13 @@ class Unigram:
 
     @classmethod
     def from_hf_json(cls, path_or_bytes: Source) -> "Unigram":
-        """Loads a HF ``tokenizer.json`` with a Unigram model (path or its bytes)."""
+        """Loads a HF ``tokenizer.json`` with a Unigram model (path or its bytes).
+
+        Viterbi then follows HF tokenizers' arithmetic (SentencePiece's algorithm summed in
+        float64, UNK at ``min score − 10``), so ids equal ``Tokenizer.encode``'s, also on the
+        near-ties where float32 SentencePiece decides otherwise. Not reproduced: HF's
+        ``Strip`` removing trailing whitespace other than spaces (e.g. a final tab the
+        character map keeps), see ``docs/limits.md``."""
         return cls(_core.Unigram.from_hf_json(path_or_bytes))
 
     @classmethod

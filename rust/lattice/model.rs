@@ -98,6 +98,8 @@ pub struct Model {
     /// through (see [`super::wordcache`]): no matchable piece has "▁" after its first
     /// character, whitespace is a prefix mark, and the model is not byte-level.
     word_cut: bool,
+    /// Viterbi in f64 without rebasing, as HF tokenizers (models loaded from its JSON).
+    hf: bool,
     /// Largest |lattice score| of any edge label (pieces, user-defined bonus, UNK).
     max_abs_score: f64,
 }
@@ -411,9 +413,22 @@ impl Model {
                 score64[i] = p.score as f64;
             }
         }
+        // HF tokenizers' Unigram runs SentencePiece's optimised Viterbi in f64 without the
+        // rebasing, its UNK scoring `min − 10` in f64 with the minimum over every vocabulary
+        // entry: the models it wrote decode that way here too (see `viterbi`).
+        let hf = spec.source == "hf";
         if let Some(u) = unk_edge {
             score32[u as usize] = unk_score;
-            score64[u as usize] = unk_score as f64;
+            let all_min = spec
+                .pieces
+                .iter()
+                .map(|p| p.score as f64)
+                .fold(f64::INFINITY, f64::min);
+            score64[u as usize] = if hf && spec.unknown == UnknownRule::SentencePiece {
+                all_min - UNK_PENALTY as f64
+            } else {
+                unk_score as f64
+            };
         }
         let trie = Trie::build(&keys)?;
         let byte_pieces = if spec.byte_fallback {
@@ -466,6 +481,7 @@ impl Model {
         let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Model {
             uid,
+            hf,
             word_cut,
             max_abs_score,
             byte_level: spec.byte_level,
@@ -549,6 +565,12 @@ impl Model {
         self.uid
     }
     /// Whether the word cache's decomposition holds for this model (see the field).
+    /// Whether Viterbi follows HF tokenizers' arithmetic (f64 sums, no rebasing) instead of
+    /// SentencePiece 0.2.3's (f32 sums, rebased).
+    pub(crate) fn hf_viterbi(&self) -> bool {
+        self.hf
+    }
+
     pub(crate) fn word_cut(&self) -> bool {
         self.word_cut
     }
