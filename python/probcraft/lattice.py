@@ -281,7 +281,8 @@ class Unigram:
         dummy-prefix ``▁`` and collapsed spaces belong to the token that starts with them, a
         character the normaliser expanded (``ﬁ`` → ``fi``) belongs to the token holding its
         last part, merged UNKs span every character they cover, and the byte pieces of a
-        byte-fallback character all start at it, only the last one ending after it.
+        byte-fallback character all start at it, only the last one ending after it. (A
+        byte-level model can cut a ``str`` character: an offset inside it counts it as begun.)
 
         >>> m = Unigram.from_pieces([("a", -1.0), ("b", -1.0), ("ab", -1.5), ("é", -1.0)])
         >>> ids, spans = m.encode_with_spans("abé")
