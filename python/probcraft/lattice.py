@@ -97,9 +97,11 @@ class Unigram:
 
         Viterbi then follows HF tokenizers' arithmetic (SentencePiece's algorithm summed in
         float64, UNK at ``min score − 10``), so ids equal ``Tokenizer.encode``'s, also on the
-        near-ties where float32 SentencePiece decides otherwise. Not reproduced: HF's
-        ``Strip`` removing trailing whitespace other than spaces (e.g. a final tab the
-        character map keeps), see ``docs/limits.md``."""
+        near-ties where float32 SentencePiece decides otherwise; added tokens HF matches in
+        the raw text (special ones, ``<extra_id_0>``, ...) are cut out first, as HF does, by
+        every ``encode*`` method. Not reproduced: HF's ``Strip`` removing trailing whitespace
+        other than spaces, ``single_word`` / normalised added tokens, and added tokens in the
+        lattice methods (``nbest``, ``sample``, ...); see ``docs/limits.md``."""
         return cls(_core.Unigram.from_hf_json(path_or_bytes))
 
     @classmethod

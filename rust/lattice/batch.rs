@@ -104,6 +104,7 @@
 
 use std::cell::RefCell;
 
+use super::added::Segment;
 use super::model::{check_utf8, Model};
 use super::sample::{self, check_alpha, Method};
 use super::viterbi::{emit_from_back, viterbi, Workspace};
@@ -282,6 +283,33 @@ pub fn encode_input(
     ws: &mut Workspace,
     out: &mut Vec<i32>,
 ) -> Result<()> {
+    if let Some(sp) = model.splitter() {
+        // Added tokens first; each text segment is then encoded on its own, drawing from the
+        // same stream in turn.
+        let s = match text {
+            Input::Str(s) => s,
+            Input::Bytes(b) => check_utf8(b)?,
+        };
+        for seg in sp.split(s) {
+            match seg {
+                Segment::Text(r) => encode_whole(model, Input::Str(&s[r]), mode, rng, ws, out)?,
+                Segment::Token { id, .. } => out.push(id as i32),
+            }
+        }
+        return Ok(());
+    }
+    encode_whole(model, text, mode, rng, ws, out)
+}
+
+/// [`encode_input`] of text with no added tokens to cut out.
+fn encode_whole(
+    model: &Model,
+    text: Input<'_>,
+    mode: Mode,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+    out: &mut Vec<i32>,
+) -> Result<()> {
     let mut norm = std::mem::take(&mut ws.norm);
     let r = encode_prepared(model, text, &mut norm, mode, rng, ws, out);
     ws.norm = norm;
@@ -357,6 +385,35 @@ pub fn encode_spans(
     rng: &mut Stream,
     ws: &mut Workspace,
 ) -> Result<(Vec<i32>, Vec<[usize; 2]>)> {
+    if let Some(sp) = model.splitter() {
+        let s = check_utf8(text)?;
+        let (mut ids, mut spans) = (Vec::new(), Vec::new());
+        for seg in sp.split(s) {
+            match seg {
+                Segment::Text(r) => {
+                    let (i, sp) = spans_whole(model, &text[r.clone()], mode, rng, ws)?;
+                    ids.extend(i);
+                    spans.extend(sp.into_iter().map(|[b, e]| [b + r.start, e + r.start]));
+                }
+                Segment::Token { id, at } => {
+                    ids.push(id as i32);
+                    spans.push([at.start, at.end]);
+                }
+            }
+        }
+        return Ok((ids, spans));
+    }
+    spans_whole(model, text, mode, rng, ws)
+}
+
+/// [`encode_spans`] of text with no added tokens to cut out.
+fn spans_whole(
+    model: &Model,
+    text: &[u8],
+    mode: Mode,
+    rng: &mut Stream,
+    ws: &mut Workspace,
+) -> Result<(Vec<i32>, Vec<[usize; 2]>)> {
     let normalized;
     let (prepared, offsets): (&[u8], Option<Vec<usize>>) =
         if model.byte_level() || model.normalizer().is_identity() {
@@ -407,6 +464,21 @@ pub fn encode_pieces(
     rng: &mut Stream,
     ws: &mut Workspace,
 ) -> Result<Vec<Vec<u8>>> {
+    if let Some(sp) = model.splitter() {
+        let s = check_utf8(text)?;
+        let mut out = Vec::new();
+        for seg in sp.split(s) {
+            match seg {
+                Segment::Text(r) => {
+                    let prepared = model.prepare(&text[r])?;
+                    segment(model, &prepared, mode, rng, ws)?;
+                    out.extend(model.emit_pieces(&prepared, &ws.path));
+                }
+                Segment::Token { at, .. } => out.push(text[at].to_vec()),
+            }
+        }
+        return Ok(out);
+    }
     let prepared = model.prepare(text)?;
     segment(model, &prepared, mode, rng, ws)?;
     Ok(model.emit_pieces(&prepared, &ws.path))

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::normalizer::Normalizer;
-use super::vocab::{NormalizerSpec, PieceKind, PieceSpec, UnknownRule, VocabSpec};
+use super::vocab::{NormalizerSpec, PieceKind, PieceSpec, SplitToken, UnknownRule, VocabSpec};
 use crate::error::{Error, Result};
 
 const HF: &str = "HF tokenizer.json";
@@ -107,6 +107,8 @@ struct HfPipeline {
     strip: bool,
     prepend: bool,
     escape: bool,
+    /// Metaspace's `prepend_scheme` is `"first"`: a `▁` before the text's first segment only.
+    prepend_first: bool,
 }
 
 fn hf_normalizer(v: &Value, path: &str, p: &mut HfPipeline) -> Result<()> {
@@ -224,7 +226,11 @@ fn hf_pre_tokenizer(v: &Value, path: &str, p: &mut HfPipeline) -> Result<()> {
                 o.get("prepend_scheme").and_then(Value::as_str),
                 o.get("add_prefix_space").and_then(Value::as_bool),
             ) {
-                (Some("always" | "first"), _) => true,
+                (Some("always"), _) => true,
+                (Some("first"), _) => {
+                    p.prepend_first = true;
+                    true
+                }
                 (Some("never"), _) => false,
                 (Some(other), _) => {
                     return Err(fail(
@@ -255,10 +261,13 @@ fn hf_pre_tokenizer(v: &Value, path: &str, p: &mut HfPipeline) -> Result<()> {
 /// The text pipeline is mapped onto SentencePiece's: a `Precompiled` normaliser becomes the
 /// charsmap, `Strip` / `Replace(" {2,}")` / `WhitespaceSplit` become `remove_extra_whitespaces`,
 /// `Metaspace("▁")` becomes `escape_whitespaces` with `add_dummy_prefix` unless its
-/// `prepend_scheme` is `"never"` (`"first"` equals `"always"` for text without added tokens).
+/// `prepend_scheme` is `"never"` (`"first"` equals `"always"` for text without added tokens;
+/// with `"first"` no added token is cut out of the text, see below).
 /// Anything else (NFKC, Lowercase, BERT pre-tokenizers, another replacement character, ...)
 /// is refused by name rather than silently approximated. Added tokens marked `special` become
-/// CONTROL pieces, other added tokens USER_DEFINED; `<s>`/`<bos>`, `</s>`/`<eos>` and `<pad>`
+/// CONTROL pieces, other added tokens USER_DEFINED, and those HF matches in the raw text
+/// (`normalized: false`, not `single_word`) are also listed in `split` ([`super::added`]);
+/// `<s>`/`<bos>`, `</s>`/`<eos>` and `<pad>`
 /// among the special ones give the bos/eos/pad ids; with `byte_fallback`, `<0xXX>` pieces are
 /// BYTE pieces.
 pub fn load_hf_json(data: &[u8]) -> Result<VocabSpec> {
@@ -343,6 +352,9 @@ pub fn load_hf_json(data: &[u8]) -> Result<VocabSpec> {
         pieces[u as usize].kind = PieceKind::Unknown;
     }
     let (mut bos_id, mut eos_id, mut pad_id) = (None, None, None);
+    // Added tokens HF matches in the raw text (`normalized: false`, the default for special
+    // ones) and not only as whole words.
+    let mut split = Vec::new();
     if let Some(added) = root.get("added_tokens").filter(|v| !v.is_null()) {
         let added = added
             .as_array()
@@ -376,6 +388,14 @@ pub fn load_hf_json(data: &[u8]) -> Result<VocabSpec> {
                     ),
                 ));
             }
+            let flag = |k: &str| t.get(k).and_then(Value::as_bool);
+            if !flag("normalized").unwrap_or(!special) && flag("single_word") != Some(true) {
+                split.push(SplitToken {
+                    id: id as u32,
+                    lstrip: flag("lstrip") == Some(true),
+                    rstrip: flag("rstrip") == Some(true),
+                });
+            }
             if p.kind == PieceKind::Unknown {
                 continue;
             }
@@ -399,6 +419,11 @@ pub fn load_hf_json(data: &[u8]) -> Result<VocabSpec> {
     }
     if let Some(n) = root.get("pre_tokenizer") {
         hf_pre_tokenizer(n, "pre_tokenizer", &mut pipeline)?;
+    }
+    if pipeline.prepend_first && !split.is_empty() {
+        // Segments between added tokens would each get a `▁` (only the first should): kept
+        // as before, matched inside the lattice like SentencePiece's pieces (docs/limits.md).
+        split.clear();
     }
     if pipeline.prepend && !pipeline.escape {
         return Err(fail(
@@ -430,6 +455,7 @@ pub fn load_hf_json(data: &[u8]) -> Result<VocabSpec> {
         normalizer,
         source: "hf".into(),
         unknown: UnknownRule::SentencePiece,
+        split,
     };
     finish(HF, spec)
 }
@@ -557,6 +583,7 @@ pub fn load_bytepiece_json(data: &[u8]) -> Result<VocabSpec> {
         normalizer: NormalizerSpec::identity(),
         source: "bytepiece".into(),
         unknown: UnknownRule::SentencePiece,
+        split: Vec::new(),
     };
     finish(BYTEPIECE, spec)
 }
@@ -684,6 +711,7 @@ pub fn load_jieba_dict(data: &[u8]) -> Result<VocabSpec> {
         unknown: UnknownRule::JiebaChar {
             score: -log_total as f32,
         },
+        split: Vec::new(),
     };
     finish(JIEBA, spec)
 }

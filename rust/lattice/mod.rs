@@ -10,6 +10,7 @@
 //! - [`batch`]: single and batched encoding with per-item random streams;
 //! - [`codeunits`]: UTF-8 from a Python `str`'s code units (batches read off the GIL).
 
+pub mod added;
 pub mod batch;
 pub mod codeunits;
 pub mod formats;

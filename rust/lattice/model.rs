@@ -100,6 +100,8 @@ pub struct Model {
     word_cut: bool,
     /// Viterbi in f64 without rebasing, as HF tokenizers (models loaded from its JSON).
     hf: bool,
+    /// Added tokens cut out of the raw text first (HF), if the vocabulary has any.
+    splitter: Option<super::added::Splitter>,
     /// Largest |lattice score| of any edge label (pieces, user-defined bonus, UNK).
     max_abs_score: f64,
 }
@@ -482,6 +484,7 @@ impl Model {
         Ok(Model {
             uid,
             hf,
+            splitter: super::added::Splitter::new(&spec),
             word_cut,
             max_abs_score,
             byte_level: spec.byte_level,
@@ -565,6 +568,11 @@ impl Model {
         self.uid
     }
     /// Whether the word cache's decomposition holds for this model (see the field).
+    /// The added-token splitter, when the vocabulary has tokens matched in the raw text.
+    pub fn splitter(&self) -> Option<&super::added::Splitter> {
+        self.splitter.as_ref()
+    }
+
     /// Whether Viterbi follows HF tokenizers' arithmetic (f64 sums, no rebasing) instead of
     /// SentencePiece 0.2.3's (f32 sums, rebased).
     pub(crate) fn hf_viterbi(&self) -> bool {

@@ -436,6 +436,7 @@ pub fn load(bytes: &[u8]) -> Result<VocabSpec> {
         pieces,
         source: "sentencepiece".into(),
         unknown: UnknownRule::SentencePiece,
+        split: Vec::new(),
     };
     spec.validate().map_err(as_format)?;
     Normalizer::new(&spec.normalizer)?;
@@ -623,6 +624,7 @@ mod tests {
             },
             source: "sentencepiece".into(),
             unknown: UnknownRule::SentencePiece,
+            split: Vec::new(),
         }
     }
 

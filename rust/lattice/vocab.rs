@@ -105,10 +105,24 @@ pub struct VocabSpec {
     pub source: String,
     /// How positions the vocabulary cannot cover are handled.
     pub unknown: UnknownRule,
+    /// Pieces cut out of the raw text before anything else runs, as HF tokenizers does with
+    /// its (unnormalised) added tokens: each match is that piece's id, and the text between
+    /// matches is encoded on its own. Empty for every other format.
+    pub split: Vec<SplitToken>,
+}
+
+/// An added token matched in the raw text (leftmost, longest first); `lstrip` / `rstrip`
+/// absorb the whitespace on that side of a match (HF's flags of the same names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitToken {
+    pub id: u32,
+    pub lstrip: bool,
+    pub rstrip: bool,
 }
 
 const MAGIC: &[u8; 4] = b"PCvb";
-const VERSION: u16 = 1;
+/// Version 2 added [`VocabSpec::split`]; version 1 files (no such tokens) still load.
+const VERSION: u16 = 2;
 
 fn put_opt(w: &mut Writer, v: Option<u32>) {
     w.u64(v.map_or(u64::MAX, u64::from));
@@ -145,6 +159,7 @@ impl VocabSpec {
             normalizer: NormalizerSpec::identity(),
             source: "pieces".into(),
             unknown: UnknownRule::SentencePiece,
+            split: Vec::new(),
         }
     }
 
@@ -184,13 +199,18 @@ impl VocabSpec {
                 w.f32(score);
             }
         }
+        w.u64(self.split.len() as u64);
+        for t in &self.split {
+            w.u64(u64::from(t.id));
+            w.u8(t.lstrip as u8 | (t.rstrip as u8) << 1);
+        }
         w.finish()
     }
 
     /// Parses [`VocabSpec::to_bytes`] output; every field is validated (see [`Self::validate`]).
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
         let (mut r, version) = Reader::new(data, MAGIC, "probcraft vocabulary")?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(r.err(format!("unsupported format version {version}")));
         }
         let source = r.str()?.to_string();
@@ -229,6 +249,26 @@ impl VocabSpec {
                 ))
             }
         };
+        let mut split = Vec::new();
+        if version >= 2 {
+            // Each entry takes 8 (id) + 1 (flags) bytes.
+            for _ in 0..r.count(9)? {
+                let at = r.position();
+                let id = u32::try_from(r.u64()?).map_err(|_| {
+                    Error::format(
+                        "probcraft vocabulary",
+                        Some(at),
+                        "split token id out of range",
+                    )
+                })?;
+                let f = r.u8()?;
+                split.push(SplitToken {
+                    id,
+                    lstrip: f & 1 != 0,
+                    rstrip: f & 2 != 0,
+                });
+            }
+        }
         r.finish()?;
         let spec = VocabSpec {
             pieces,
@@ -248,6 +288,7 @@ impl VocabSpec {
             },
             source,
             unknown,
+            split,
         };
         spec.validate()?;
         Ok(spec)
@@ -310,6 +351,17 @@ impl VocabSpec {
                 }
             }
         }
+        if let Some(t) = self
+            .split
+            .iter()
+            .find(|t| t.id as usize >= self.pieces.len())
+        {
+            return Err(Error::invalid(format!(
+                "added token id {} is out of range for a vocabulary of {} pieces",
+                t.id,
+                self.pieces.len()
+            )));
+        }
         Ok(())
     }
 }
@@ -317,6 +369,27 @@ impl VocabSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Version 1 files (written before added tokens were kept) still load, with none; the
+    /// current version keeps them.
+    #[test]
+    fn version_1_files_load_and_split_tokens_round_trip() {
+        let mut v = VocabSpec::from_pieces(vec![(b"a".to_vec(), -1.0), (b"<s>".to_vec(), 0.0)]);
+        let mut old = v.to_bytes();
+        // Version 1 = this layout without the trailing split-token count.
+        old.truncate(old.len() - 8);
+        old[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let back = VocabSpec::from_bytes(&old).unwrap();
+        assert_eq!(back, v);
+        v.split.push(SplitToken {
+            id: 1,
+            lstrip: false,
+            rstrip: true,
+        });
+        assert_eq!(VocabSpec::from_bytes(&v.to_bytes()).unwrap(), v);
+        v.split[0].id = 2;
+        assert!(VocabSpec::from_bytes(&v.to_bytes()).is_err());
+    }
 
     fn sample() -> VocabSpec {
         let mut v = VocabSpec::from_pieces(vec![

@@ -580,6 +580,7 @@ fn to_vocab(st: &State, cfg: &TrainConfig, bytes_of: &dyn Fn(u32) -> Vec<u8>) ->
         normalizer: training_normalizer_spec(),
         source: "trained".into(),
         unknown: UnknownRule::SentencePiece,
+        split: Vec::new(),
     };
     spec.validate()?;
     Ok(spec)
