@@ -25,6 +25,9 @@ pub struct Splitter {
     tokens: Vec<(Vec<u8>, u32, bool, bool)>,
     /// Whether some token starts with this byte.
     first: [bool; 256],
+    /// The one first byte of every token, when they share it and it is ASCII (`<` for
+    /// nearly every tokenizer): the scan is then a `memchr`.
+    only: Option<char>,
 }
 
 impl Splitter {
@@ -53,41 +56,60 @@ impl Splitter {
         for t in &tokens {
             first[t.0[0] as usize] = true;
         }
-        Some(Splitter { tokens, first })
+        let only = match first.iter().filter(|&&f| f).count() {
+            1 => Some(tokens[0].0[0]).filter(u8::is_ascii).map(char::from),
+            _ => None,
+        };
+        Some(Splitter {
+            tokens,
+            first,
+            only,
+        })
     }
 
-    /// Cuts `text` at the leftmost-longest token matches, scanning character starts. Empty
-    /// text segments (between adjacent tokens, or all whitespace absorbed) are left out.
+    /// Where a token could start at or after `i`: a byte some token starts with. Tokens are
+    /// UTF-8 and start with a lead byte, so every such position is a character start.
+    fn next_candidate(&self, b: &[u8], text: &str, i: usize) -> Option<usize> {
+        match self.only {
+            Some(c) => text[i..].find(c).map(|k| i + k),
+            None => b[i..]
+                .iter()
+                .position(|&c| self.first[c as usize])
+                .map(|k| i + k),
+        }
+    }
+
+    /// Cuts `text` at the leftmost-longest token matches. Empty text segments (between
+    /// adjacent tokens, or all whitespace absorbed) are left out.
     pub fn split(&self, text: &str) -> Vec<Segment> {
         let mut out = Vec::new();
         let b = text.as_bytes();
         let (mut i, mut start) = (0usize, 0usize);
-        while i < b.len() {
-            if self.first[b[i] as usize] {
-                if let Some((piece, id, lstrip, rstrip)) =
-                    self.tokens.iter().find(|t| b[i..].starts_with(&t.0))
-                {
-                    let end_text = if *lstrip {
-                        start + text[start..i].trim_end().len()
-                    } else {
-                        i
-                    };
-                    if end_text > start {
-                        out.push(Segment::Text(start..end_text));
-                    }
-                    let end = i + piece.len();
-                    out.push(Segment::Token {
-                        id: *id,
-                        at: i..end,
-                    });
-                    i = if *rstrip {
-                        b.len() - text[end..].trim_start().len()
-                    } else {
-                        end
-                    };
-                    start = i;
-                    continue;
+        while let Some(c) = self.next_candidate(b, text, i) {
+            i = c;
+            if let Some((piece, id, lstrip, rstrip)) =
+                self.tokens.iter().find(|t| b[i..].starts_with(&t.0))
+            {
+                let end_text = if *lstrip {
+                    start + text[start..i].trim_end().len()
+                } else {
+                    i
+                };
+                if end_text > start {
+                    out.push(Segment::Text(start..end_text));
                 }
+                let end = i + piece.len();
+                out.push(Segment::Token {
+                    id: *id,
+                    at: i..end,
+                });
+                i = if *rstrip {
+                    b.len() - text[end..].trim_start().len()
+                } else {
+                    end
+                };
+                start = i;
+                continue;
             }
             i += utf8_len(b[i]);
         }
