@@ -305,9 +305,9 @@ impl<const IDS: bool> Pass for Forward<'_, IDS> {
 /// SentencePiece's pass in f64 (`score64`, the UNK edge at `min − 10` over every entry) with
 /// no rebasing, the first candidate kept on ties. Near-ties are decided by the rounding of
 /// the sums: f32 and f64 split 288 zh_fortunes lines (0.9%) differently. Byte-wise per start
-/// like the reference below; batch throughput of the shared models loaded from HF JSON
-/// measured within the noise of the character-wise pass (en 70–82 against 77–79 MB/s, zh
-/// 50–69 against 54–62; most lines go through the word cache either way).
+/// like the reference below: batches of the shared models loaded from HF JSON take 7 % (en)
+/// and 10 % (zh) more thread-CPU time than loaded from the `.model` (median of 15 alternating
+/// runs; most en lines go through the word cache either way).
 fn forward_f64<const IDS: bool>(model: &Model, text: &[u8], ws: &mut Workspace) {
     let n = text.len();
     let size = ring_size(model);
