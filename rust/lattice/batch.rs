@@ -283,22 +283,38 @@ pub fn encode_input(
     ws: &mut Workspace,
     out: &mut Vec<i32>,
 ) -> Result<()> {
-    if let Some(sp) = model.splitter() {
-        // Added tokens first; each text segment is then encoded on its own, drawing from the
-        // same stream in turn.
-        let s = match text {
-            Input::Str(s) => s,
-            Input::Bytes(b) => check_utf8(b)?,
-        };
-        for seg in sp.split(s) {
-            match seg {
-                Segment::Text(r) => encode_whole(model, Input::Str(&s[r]), mode, rng, ws, out)?,
-                Segment::Token { id, .. } => out.push(id as i32),
-            }
+    // Added tokens first; each text segment is then encoded on its own, drawing from the
+    // same stream in turn.
+    let split = segmented(model, text, |s, seg| {
+        match seg {
+            Segment::Text(r) => encode_whole(model, Input::Str(&s[r]), mode, rng, ws, out)?,
+            Segment::Token { id, .. } => out.push(id as i32),
         }
-        return Ok(());
+        Ok(())
+    });
+    match split {
+        Some(r) => r,
+        None => encode_whole(model, text, mode, rng, ws, out),
     }
-    encode_whole(model, text, mode, rng, ws, out)
+}
+
+/// When `model` cuts added tokens out of the raw text: `f(text, segment)` for each segment
+/// in order (after the UTF-8 check of bytes input), stopping at the first error. `None` when
+/// it has no such tokens (the text is then encoded whole).
+fn segmented(
+    model: &Model,
+    text: Input<'_>,
+    mut f: impl FnMut(&str, Segment) -> Result<()>,
+) -> Option<Result<()>> {
+    let sp = model.splitter()?;
+    let s = match text {
+        Input::Str(s) => s,
+        Input::Bytes(b) => match check_utf8(b) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        },
+    };
+    Some(sp.split(s).into_iter().try_for_each(|seg| f(s, seg)))
 }
 
 /// [`encode_input`] of text with no added tokens to cut out.
@@ -385,25 +401,25 @@ pub fn encode_spans(
     rng: &mut Stream,
     ws: &mut Workspace,
 ) -> Result<(Vec<i32>, Vec<[usize; 2]>)> {
-    if let Some(sp) = model.splitter() {
-        let s = check_utf8(text)?;
-        let (mut ids, mut spans) = (Vec::new(), Vec::new());
-        for seg in sp.split(s) {
-            match seg {
-                Segment::Text(r) => {
-                    let (i, sp) = spans_whole(model, &text[r.clone()], mode, rng, ws)?;
-                    ids.extend(i);
-                    spans.extend(sp.into_iter().map(|[b, e]| [b + r.start, e + r.start]));
-                }
-                Segment::Token { id, at } => {
-                    ids.push(id as i32);
-                    spans.push([at.start, at.end]);
-                }
+    let (mut ids, mut spans) = (Vec::new(), Vec::new());
+    let split = segmented(model, Input::Bytes(text), |s, seg| {
+        match seg {
+            Segment::Text(r) => {
+                let (i, sp) = spans_whole(model, s[r.clone()].as_bytes(), mode, rng, ws)?;
+                ids.extend(i);
+                spans.extend(sp.into_iter().map(|[b, e]| [b + r.start, e + r.start]));
+            }
+            Segment::Token { id, at } => {
+                ids.push(id as i32);
+                spans.push([at.start, at.end]);
             }
         }
-        return Ok((ids, spans));
+        Ok(())
+    });
+    match split {
+        Some(r) => r.map(|()| (ids, spans)),
+        None => spans_whole(model, text, mode, rng, ws),
     }
-    spans_whole(model, text, mode, rng, ws)
 }
 
 /// [`encode_spans`] of text with no added tokens to cut out.
@@ -464,24 +480,22 @@ pub fn encode_pieces(
     rng: &mut Stream,
     ws: &mut Workspace,
 ) -> Result<Vec<Vec<u8>>> {
-    if let Some(sp) = model.splitter() {
-        let s = check_utf8(text)?;
-        let mut out = Vec::new();
-        for seg in sp.split(s) {
-            match seg {
-                Segment::Text(r) => {
-                    let prepared = model.prepare(&text[r])?;
-                    segment(model, &prepared, mode, rng, ws)?;
-                    out.extend(model.emit_pieces(&prepared, &ws.path));
-                }
-                Segment::Token { at, .. } => out.push(text[at].to_vec()),
-            }
+    let mut out = Vec::new();
+    let mut whole = |t: &[u8], out: &mut Vec<Vec<u8>>| {
+        let prepared = model.prepare(t)?;
+        segment(model, &prepared, mode, rng, ws)?;
+        out.extend(model.emit_pieces(&prepared, &ws.path));
+        Ok(())
+    };
+    let split = segmented(model, Input::Bytes(text), |s, seg| {
+        match seg {
+            Segment::Text(r) => whole(s[r].as_bytes(), &mut out)?,
+            Segment::Token { at, .. } => out.push(s[at].as_bytes().to_vec()),
         }
-        return Ok(out);
-    }
-    let prepared = model.prepare(text)?;
-    segment(model, &prepared, mode, rng, ws)?;
-    Ok(model.emit_pieces(&prepared, &ws.path))
+        Ok(())
+    });
+    split.unwrap_or_else(|| whole(text, &mut out))?;
+    Ok(out)
 }
 
 /// Prefixes an error message with the batch item it came from, keeping its kind.
